@@ -1,0 +1,147 @@
+"""The `resgraph` command line. Every user mistake is one line on stderr and exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from resgraph import __version__
+from resgraph.errors import SpecError
+from resgraph.expand import DEFAULT_MAX_NODES
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
+                        help="override a parameter (n=18) or a field (stages.0.blocks=5); repeatable")
+    parser.add_argument("--max-nodes", type=int, default=DEFAULT_MAX_NODES, metavar="N",
+                        help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})")
+
+
+def _compile(args: argparse.Namespace, spec: str):  # noqa: ANN202 - lazy import keeps startup fast
+    from resgraph.pipeline import compile_spec
+
+    return compile_spec(spec, args.overrides, args.max_nodes)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check specs; exit 1 if any is invalid."""
+    results = []
+    for spec in args.specs:
+        try:
+            graph = _compile(args, spec).graph
+            results.append({"file": spec, "valid": True, "name": graph.graph["spec"].name,
+                            "params": graph.graph["params"], "macs": graph.graph["macs"]})
+        except SpecError as exc:
+            where = exc.location
+            results.append({"file": spec, "valid": False, "error": {
+                "message": exc.message, "file": where.file if where else spec,
+                "line": where.line if where else 0, "column": where.column if where else 0,
+                "text": str(exc)}})
+    ok = all(r["valid"] for r in results)
+    if args.format == "json":
+        print(json.dumps({"valid": ok, "specs": results}, indent=2))
+    elif args.format == "github":
+        for r in results:
+            if not r["valid"]:
+                e = r["error"]
+                message = e["message"].replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+                print(f"::error file={e['file']},line={max(e['line'], 1)},col={max(e['column'], 1)}"
+                      f"::{message}")
+    else:
+        for r in results:
+            if r["valid"]:
+                print(f"{r['file']}: ok ({r['name']}: {r['params']:,} params, "
+                      f"{r['macs'] / 1e9:.2f} GMACs)")
+            else:
+                print(r["error"]["text"], file=sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print the per-layer table (or JSON) of one spec."""
+    from resgraph.summary import summary_dict, summary_text
+
+    graph = _compile(args, args.spec).graph
+    print(json.dumps(summary_dict(graph), indent=2) if args.json else summary_text(graph))
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Print or write the graph as DOT or Mermaid."""
+    from resgraph.diagram import to_dot, to_mermaid
+    from resgraph.output import write_atomic
+
+    graph = _compile(args, args.spec).graph
+    text = to_dot(graph) if args.format == "dot" else to_mermaid(graph)
+    if args.output:
+        write_atomic(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of the spec language."""
+    from resgraph.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="resgraph", description="Compile ResNet-family YAML specs to checked graphs, "
+        "PyTorch source and ONNX.")
+    parser.add_argument("--version", action="version", version=f"resgraph {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check specs for shape and channel mistakes")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--format", choices=["text", "json", "github"], default="text")
+    _spec_options(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("summary", help="per-layer shapes, parameters and MACs")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _spec_options(p)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("graph", help="draw the graph as Graphviz DOT or Mermaid")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--format", choices=["dot", "mermaid"], default="dot")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    _spec_options(p)
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (0 ok, 1 spec error, 2 usage error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug in resgraph, not the user's spec: say so in one line
+        if os.environ.get("RESGRAPH_DEBUG"):
+            raise
+        print(f"resgraph: internal error: {type(exc).__name__}: {exc} "
+              "(set RESGRAPH_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 70

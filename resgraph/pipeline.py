@@ -1,0 +1,87 @@
+"""The front end in one call: load -> Spec -> expand -> graph -> passes."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from resgraph.errors import SpecError
+from resgraph.expand import DEFAULT_MAX_NODES, Plan, expand
+from resgraph.graph import build_graph
+from resgraph.load import Document, apply_overrides, load_spec
+from resgraph.passes import cost
+from resgraph.spec import Spec, all_field_names
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A checked network: its source document, spec, plan and annotated graph."""
+
+    path: Path
+    doc: Document
+    spec: Spec
+    plan: Plan
+    graph: nx.DiGraph
+
+    @property
+    def content_hash(self) -> str:
+        """A short hash of the expanded spec, stable across formatting and comments."""
+        text = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def to_spec(doc: Document) -> Spec:
+    """Validate located data against the language, turning the first error into a SpecError."""
+    try:
+        return Spec.model_validate(doc.data)
+    except ValidationError as exc:
+        raise _located(exc, doc) from None
+
+
+def _located(exc: ValidationError, doc: Document) -> SpecError:
+    errors = exc.errors(include_url=False)
+    error = min(errors, key=lambda e: _sort_key(doc, e["loc"]))
+    loc = tuple(part for part in error["loc"] if isinstance(part, int) or part in _known_keys(doc, error))
+    dotted = ".".join(str(p) for p in loc) or "spec"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        close = difflib.get_close_matches(key, sorted(all_field_names()), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return SpecError(f"unknown key {key!r} in {'.'.join(map(str, loc[:-1])) or 'spec'}{hint}",
+                         doc.locate_key(loc))
+    if kind == "missing":
+        parent = ".".join(str(p) for p in loc[:-1]) or "the spec"
+        return SpecError(f"{parent}: missing required key {loc[-1]!r}", doc.locate(loc[:-1]))
+    message = error["msg"].removeprefix("Value error, ")
+    return SpecError(f"{dotted}: {message}", doc.locate(loc))
+
+
+def _known_keys(doc: Document, error: Any) -> set[str]:
+    """Keys that are real spec fields (pydantic adds union tags such as 'function-after')."""
+    return {p for path in doc.values for p in path if isinstance(p, str)} | set(all_field_names())
+
+
+def _sort_key(doc: Document, loc: tuple[Any, ...]) -> tuple[int, int]:
+    where = doc.locate(loc)
+    return (where.line, where.column) if where else (0, 0)
+
+
+def compile_spec(path: str | Path, overrides: Sequence[str] = (),
+                 max_nodes: int = DEFAULT_MAX_NODES) -> Compiled:
+    """Load, validate, expand and analyse a spec file; raise SpecError on any mistake."""
+    path = Path(path)
+    doc = apply_overrides(load_spec(path), overrides)
+    spec = to_spec(doc)
+    plan = expand(spec, doc, max_nodes)
+    graph = build_graph(plan)
+    cost.annotate(graph)
+    return Compiled(path, doc, spec, plan, graph)
