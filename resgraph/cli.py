@@ -17,13 +17,24 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _spec_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
-                        help="override a parameter (n=18) or a field (stages.0.blocks=5); repeatable")
-    parser.add_argument("--max-nodes", type=int, default=DEFAULT_MAX_NODES, metavar="N",
-                        help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="override a parameter (n=18) or a field (stages.0.blocks=5); repeatable",
+    )
+    parser.add_argument(
+        "--max-nodes",
+        type=int,
+        default=DEFAULT_MAX_NODES,
+        metavar="N",
+        help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})",
+    )
 
 
-def _compile(args: argparse.Namespace, spec: str):  # noqa: ANN202 - lazy import keeps startup fast
+def _compile(args: argparse.Namespace, spec: str):
     from resgraph.pipeline import compile_spec
 
     return compile_spec(spec, args.overrides, args.max_nodes)
@@ -35,14 +46,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for spec in args.specs:
         try:
             graph = _compile(args, spec).graph
-            results.append({"file": spec, "valid": True, "name": graph.graph["spec"].name,
-                            "params": graph.graph["params"], "macs": graph.graph["macs"]})
+            results.append(
+                {
+                    "file": spec,
+                    "valid": True,
+                    "name": graph.graph["spec"].name,
+                    "params": graph.graph["params"],
+                    "macs": graph.graph["macs"],
+                }
+            )
         except SpecError as exc:
             where = exc.location
-            results.append({"file": spec, "valid": False, "error": {
-                "message": exc.message, "file": where.file if where else spec,
-                "line": where.line if where else 0, "column": where.column if where else 0,
-                "text": str(exc)}})
+            results.append(
+                {
+                    "file": spec,
+                    "valid": False,
+                    "error": {
+                        "message": exc.message,
+                        "file": where.file if where else spec,
+                        "line": where.line if where else 0,
+                        "column": where.column if where else 0,
+                        "text": str(exc),
+                    },
+                }
+            )
     ok = all(r["valid"] for r in results)
     if args.format == "json":
         print(json.dumps({"valid": ok, "specs": results}, indent=2))
@@ -51,13 +78,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if not r["valid"]:
                 e = r["error"]
                 message = e["message"].replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-                print(f"::error file={e['file']},line={max(e['line'], 1)},col={max(e['column'], 1)}"
-                      f"::{message}")
+                print(
+                    f"::error file={e['file']},line={max(e['line'], 1)},col={max(e['column'], 1)}"
+                    f"::{message}"
+                )
     else:
         for r in results:
             if r["valid"]:
-                print(f"{r['file']}: ok ({r['name']}: {r['params']:,} params, "
-                      f"{r['macs'] / 1e9:.2f} GMACs)")
+                print(
+                    f"{r['file']}: ok ({r['name']}: {r['params']:,} params, "
+                    f"{r['macs'] / 1e9:.2f} GMACs)"
+                )
             else:
                 print(r["error"]["text"], file=sys.stderr)
     return 0 if ok else 1
@@ -86,6 +117,36 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    """Compile specs to PyTorch source (or ONNX); with --check, report stale outputs instead."""
+    from resgraph.backends.pytorch import Options, output_name, render_module
+    from resgraph.output import inside, write_atomic
+
+    if args.output and len(args.specs) > 1:
+        print("resgraph compile: -o/--output takes a single spec", file=sys.stderr)
+        return 2
+    stale = 0
+    for spec in args.specs:
+        compiled = _compile(args, spec)
+        options = Options(fold_bn=args.fold_bn, channels_last=args.channels_last)
+        if args.output:
+            target = Path(args.output)
+        else:
+            inside(Path(args.out_dir), output_name(compiled))  # refuses names escaping the folder
+            target = Path(args.out_dir) / output_name(compiled)
+        source = render_module(compiled, options, overrides=args.overrides)
+        if args.check:
+            current = target.read_text(encoding="utf-8") if target.is_file() else None
+            if current != source:
+                stale += 1
+                state = "missing" if current is None else "stale"
+                print(f"{target}: {state}; run resgraph compile {spec}", file=sys.stderr)
+            continue
+        write_atomic(target, source)
+        print(f"{spec} -> {target}")
+    return 1 if stale else 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of the spec language."""
     from resgraph.spec import json_schema
@@ -97,8 +158,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="resgraph", description="Compile ResNet-family YAML specs to checked graphs, "
-        "PyTorch source and ONNX.")
+        prog="resgraph",
+        description="Compile ResNet-family YAML specs to checked graphs, PyTorch source and ONNX.",
+    )
     parser.add_argument("--version", action="version", version=f"resgraph {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -121,6 +183,31 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_options(p)
     p.set_defaults(func=cmd_graph)
 
+    p = sub.add_parser("compile", help="generate PyTorch source (or ONNX) from specs")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("-o", "--output", metavar="FILE", help="output file (one spec only)")
+    p.add_argument(
+        "--out-dir",
+        default="generated",
+        metavar="DIR",
+        help="folder for <spec name>.py when -o is not given (default: generated)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if any output is missing or differs (for CI)",
+    )
+    p.add_argument(
+        "--fold-bn", action="store_true", help="inference variant: fold BN into the preceding conv"
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="build_model() returns the model in channels_last memory format",
+    )
+    _spec_options(p)
+    p.set_defaults(func=cmd_compile)
+
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     p.set_defaults(func=cmd_schema)
     return parser
@@ -142,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug in resgraph, not the user's spec: say so in one line
         if os.environ.get("RESGRAPH_DEBUG"):
             raise
-        print(f"resgraph: internal error: {type(exc).__name__}: {exc} "
-              "(set RESGRAPH_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"resgraph: internal error: {type(exc).__name__}: {exc} "
+            "(set RESGRAPH_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 70

@@ -25,8 +25,11 @@ def _by_block(graph: nx.DiGraph) -> dict[str | None, list[str]]:
 def to_dot(graph: nx.DiGraph) -> str:
     """Graphviz DOT source; `dot -Tsvg` renders it."""
     q = json.dumps  # a JSON string is a valid DOT quoted id
-    lines = [f"digraph {q(graph.graph['spec'].name)} {{", "  rankdir=TB;",
-             '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];']
+    lines = [
+        f"digraph {q(graph.graph['spec'].name)} {{",
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];',
+    ]
     for block, members in _by_block(graph).items():
         indent = "  "
         if block is not None:

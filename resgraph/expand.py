@@ -91,8 +91,14 @@ def library() -> dict[str, BlockSource]:
     return {name: BlockSource(name, bt, Where(doc, (name,))) for name, bt in types.items()}
 
 
-def evaluate(value: int | str, scope: dict[str, int], where: Location | None, what: str,
-             minimum: int = 1, maximum: int = MAX_SIZE) -> int:
+def evaluate(
+    value: int | str,
+    scope: dict[str, int],
+    where: Location | None,
+    what: str,
+    minimum: int = 1,
+    maximum: int = MAX_SIZE,
+) -> int:
     """Evaluate an IntExpr and check its range, with a located error."""
     try:
         result = expr.evaluate(value, scope)
@@ -117,8 +123,14 @@ def layer_attrs(layer: Layer, scope: dict[str, int], where: Where, what: str) ->
     if op == "conv":
         kernel = num("kernel")
         padding = (kernel - 1) // 2 if args.padding is None else num("padding", 0)
-        return {"out": num("out"), "kernel": kernel, "stride": num("stride"), "padding": padding,
-                "groups": num("groups"), "bias": args.bias}
+        return {
+            "out": num("out"),
+            "kernel": kernel,
+            "stride": num("stride"),
+            "padding": padding,
+            "groups": num("groups"),
+            "bias": args.bias,
+        }
     if op in ("maxpool", "avgpool"):
         kernel = num("kernel")
         attrs = {
@@ -137,8 +149,9 @@ def layer_attrs(layer: Layer, scope: dict[str, int], where: Where, what: str) ->
     return {}
 
 
-def layer_names(layers: list[Layer], where: Where, scope_name: str,
-                taken: frozenset[str] = frozenset()) -> list[str]:
+def layer_names(
+    layers: list[Layer], where: Where, scope_name: str, taken: frozenset[str] = frozenset()
+) -> list[str]:
     """Names for a list of layers: explicit ones, else the op (conv, relu2...), all unique."""
     explicit: dict[str, int] = {}
     for i, layer in enumerate(layers):
@@ -146,7 +159,9 @@ def layer_names(layers: list[Layer], where: Where, scope_name: str,
         if name is None:
             continue
         if name in explicit or name in taken:
-            raise SpecError(f"{scope_name}: the name {name!r} is used twice", where(i, layer.op, "name"))
+            raise SpecError(
+                f"{scope_name}: the name {name!r} is used twice", where(i, layer.op, "name")
+            )
         explicit[name] = i
     counts: dict[str, int] = {}
     for layer in layers:
@@ -186,7 +201,9 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
     for i, stage in enumerate(spec.stages):
         here = root.child("stages", i)
         what = f"stages[{i}]"
-        blocks = evaluate(stage.blocks, params, here("blocks"), f"{what}.blocks", maximum=MAX_BLOCKS)
+        blocks = evaluate(
+            stage.blocks, params, here("blocks"), f"{what}.blocks", maximum=MAX_BLOCKS
+        )
         width = evaluate(stage.width, params, here("width"), f"{what}.width")
         stride = evaluate(stage.stride, params, here("stride"), f"{what}.stride")
         use = stage.block or spec.block
@@ -208,8 +225,17 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
             )
         name = stage.name or f"layer{i + 1}"
         plans = [
-            BlockPlan(f"{name}.{j}", source, width, stride if j == 0 else 1, block_params,
-                      stride_on, shortcut, shortcut_where, here)
+            BlockPlan(
+                f"{name}.{j}",
+                source,
+                width,
+                stride if j == 0 else 1,
+                block_params,
+                stride_on,
+                shortcut,
+                shortcut_where,
+                here,
+            )
             for j in range(blocks)
         ]
         stages.append(StagePlan(name, plans, here))
@@ -217,13 +243,20 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
     return Plan(spec, params, stages, classes, root)
 
 
-def _resolve_params(raw: dict[str, int | str], where: Where, what: str,
-                    outer: dict[str, int] | None = None) -> dict[str, int]:
+def _resolve_params(
+    raw: dict[str, int | str], where: Where, what: str, outer: dict[str, int] | None = None
+) -> dict[str, int]:
     resolved: dict[str, int] = {}
     for name, value in raw.items():
         scope = {**(outer or {}), **resolved}
-        resolved[name] = evaluate(value, scope, where(name), f"{what}.{name}", minimum=-expr.MAX_MAGNITUDE,
-                                  maximum=expr.MAX_MAGNITUDE)
+        resolved[name] = evaluate(
+            value,
+            scope,
+            where(name),
+            f"{what}.{name}",
+            minimum=-expr.MAX_MAGNITUDE,
+            maximum=expr.MAX_MAGNITUDE,
+        )
     return resolved
 
 
@@ -236,8 +269,9 @@ def _block_source(block_types: dict[str, BlockSource], name: str, where: Where) 
     raise SpecError(f"unknown block type {name!r}{hint}; known: {known}", where())
 
 
-def _block_params(source: BlockSource, given: dict[str, int | str], params: dict[str, int],
-                  where: Where) -> dict[str, int]:
+def _block_params(
+    source: BlockSource, given: dict[str, int | str], params: dict[str, int], where: Where
+) -> dict[str, int]:
     declared = source.block_type.params
     for name in given:
         if name not in declared:
@@ -245,7 +279,8 @@ def _block_params(source: BlockSource, given: dict[str, int | str], params: dict
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(declared) or "none"
             raise SpecError(
-                f"block type {source.name!r} has no parameter {name!r}{hint}; its parameters: {known}",
+                f"block type {source.name!r} has no parameter {name!r}{hint}; "
+                f"its parameters: {known}",
                 where.key("params", name),
             )
     defaults = _resolve_params(declared, source.where.child("params"), f"{source.name}.params")

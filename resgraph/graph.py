@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 
 from resgraph.errors import Location, SpecError
-from resgraph.expand import BlockPlan, Plan, Where, layer_attrs, layer_names
+from resgraph.expand import BlockPlan, Plan, Where, evaluate, layer_attrs, layer_names
 from resgraph.passes import shapes
 from resgraph.spec import Layer
 
@@ -45,18 +45,42 @@ class _GraphBuilder:
         self.plan = plan
         self.graph = nx.DiGraph(name=plan.spec.name)
 
-    def add(self, name: str, op: str, attrs: dict[str, Any], inputs: list[str],
-            where: Location | None, what: str, **extra: Any) -> str:
+    def add(
+        self,
+        name: str,
+        op: str,
+        attrs: dict[str, Any],
+        inputs: list[str],
+        where: Location | None,
+        what: str,
+        **extra: Any,
+    ) -> str:
         in_shapes = [self.graph.nodes[i]["shape"] for i in inputs]
         shape = shapes.infer(op, attrs, in_shapes, what, where)
-        self.graph.add_node(name, op=op, attrs=attrs, inputs=inputs, in_shapes=in_shapes,
-                            shape=shape, loc=where, **extra)
+        self.graph.add_node(
+            name,
+            op=op,
+            attrs=attrs,
+            inputs=inputs,
+            in_shapes=in_shapes,
+            shape=shape,
+            loc=where,
+            **extra,
+        )
         for source in inputs:
             self.graph.add_edge(source, name, shape=self.graph.nodes[source]["shape"])
         return name
 
-    def layers(self, layers: list[Layer], names: list[str], prefix: str, x: str,
-               scope: dict[str, int], where: Where, **extra: Any) -> str:
+    def layers(
+        self,
+        layers: list[Layer],
+        names: list[str],
+        prefix: str,
+        x: str,
+        scope: dict[str, int],
+        where: Where,
+        **extra: Any,
+    ) -> str:
         for i, (layer, name) in enumerate(zip(layers, names, strict=True)):
             full = f"{prefix}{name}"
             attrs = layer_attrs(layer, scope, where.child(i), full)
@@ -67,17 +91,28 @@ class _GraphBuilder:
         spec = self.plan.spec
         root = self.plan.where
         inp = spec.input
-        self.graph.add_node(INPUT, op="input", attrs={}, inputs=[], in_shapes=[],
-                            shape=(inp.channels, inp.height, inp.width), loc=root("input"))
+        self.graph.add_node(
+            INPUT,
+            op="input",
+            attrs={},
+            inputs=[],
+            in_shapes=[],
+            shape=(inp.channels, inp.height, inp.width),
+            loc=root("input"),
+        )
         head_names = ["avgpool", "flatten", spec.head.name]
         stage_names = [s.name for s in self.plan.stages]
         taken = frozenset({INPUT, *head_names, *stage_names})
         if len(taken) != 1 + len(set(head_names)) + len(stage_names):
-            raise SpecError("stage and head names must be unique (avgpool, flatten and the fc "
-                            "are taken by the head)", root("stages"))
+            raise SpecError(
+                "stage and head names must be unique (avgpool, flatten and the fc "
+                "are taken by the head)",
+                root("stages"),
+            )
         stem_names = layer_names(spec.stem, root.child("stem"), "stem", taken)
-        x = self.layers(spec.stem, stem_names, "", INPUT, self.plan.params, root.child("stem"),
-                        role="stem")
+        x = self.layers(
+            spec.stem, stem_names, "", INPUT, self.plan.params, root.child("stem"), role="stem"
+        )
         blocks: dict[str, BlockInstance] = {}
         stages: list[tuple[str, list[str]]] = []
         for stage in self.plan.stages:
@@ -85,12 +120,27 @@ class _GraphBuilder:
                 x, blocks[block.name] = self.block(block, x, stage.name)
             stages.append((stage.name, [b.name for b in stage.blocks]))
         where = root.child("head")
-        x = self.add("avgpool", "global_avgpool", {}, [x], where("pool"), "head avgpool", role="head")
+        x = self.add(
+            "avgpool", "global_avgpool", {}, [x], where("pool"), "head avgpool", role="head"
+        )
         x = self.add("flatten", "flatten", {}, [x], where(), "head flatten", role="head")
-        self.add(spec.head.name, "linear", {"out": self.plan.classes, "bias": True}, [x],
-                 where("classes"), f"head {spec.head.name}", role="head")
-        self.graph.graph.update(spec=spec, plan=self.plan, blocks=blocks, stages=stages,
-                                stem=stem_names, output=spec.head.name)
+        self.add(
+            spec.head.name,
+            "linear",
+            {"out": self.plan.classes, "bias": True},
+            [x],
+            where("classes"),
+            f"head {spec.head.name}",
+            role="head",
+        )
+        self.graph.graph.update(
+            spec=spec,
+            plan=self.plan,
+            blocks=blocks,
+            stages=stages,
+            stem=stem_names,
+            output=spec.head.name,
+        )
         return self.graph
 
     def block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, BlockInstance]:
@@ -100,8 +150,10 @@ class _GraphBuilder:
         label = f"{plan.name} ({plan.source.name})"
         adds = [i for i, layer in enumerate(layers) if layer.op == "add"]
         if len(adds) > 1:
-            raise SpecError(f"block type {plan.source.name!r} has {len(adds)} adds; a block has at "
-                            "most one", where(adds[1]))
+            raise SpecError(
+                f"block type {plan.source.name!r} has {len(adds)} adds; a block has at most one",
+                where(adds[1]),
+            )
         names = layer_names(layers, where, f"block type {plan.source.name!r}")
         split = adds[0] if adds else len(layers)
         branch, post = list(range(split)), list(range(split + 1, len(layers)))
@@ -111,6 +163,8 @@ class _GraphBuilder:
 
         in_shape = self.graph.nodes[x]["shape"]
         scope = {"in_channels": in_shape[0], "width": plan.width, **plan.params}
+        for name, value in block_type.let.items():
+            scope[name] = evaluate(value, scope, plan.source.where("let", name), f"{label}: {name}")
         prefix = f"{plan.name}."
         y = x
         strides: list[int] = []
@@ -121,48 +175,92 @@ class _GraphBuilder:
             if name == plan.stride_on:
                 attrs["stride"] *= plan.stride
             strides.append(attrs.get("stride", 1))
-            y = self.add(prefix + name, layer.op, attrs, [y], where(i), f"{label}: {name}",
-                         block=plan.name, role="branch")
+            y = self.add(
+                prefix + name,
+                layer.op,
+                attrs,
+                [y],
+                where(i),
+                f"{label}: {name}",
+                block=plan.name,
+                role="branch",
+            )
             if layer.op == "bn":
                 zero_bn = y
         shortcut, shortcut_attrs = "none", {}
         if residual:
             stride = math.prod(strides)
             sc, shortcut, shortcut_attrs = self.shortcut(plan, x, y, stride, label)
-            y = self.add(prefix + names[split], "add", {}, [y, sc], where(split), f"{label}: add",
-                         block=plan.name, role="add")
+            y = self.add(
+                prefix + names[split],
+                "add",
+                {},
+                [y, sc],
+                where(split),
+                f"{label}: add",
+                block=plan.name,
+                role="add",
+            )
             if zero_bn is not None:
                 self.graph.nodes[zero_bn]["residual_bn"] = True
         for i in post:
             attrs = layer_attrs(layers[i], scope, where.child(i), f"{label}: {names[i]}")
-            y = self.add(prefix + names[i], layers[i].op, attrs, [y], where(i),
-                         f"{label}: {names[i]}", block=plan.name, role="post")
+            y = self.add(
+                prefix + names[i],
+                layers[i].op,
+                attrs,
+                [y],
+                where(i),
+                f"{label}: {names[i]}",
+                block=plan.name,
+                role="post",
+            )
         instance = BlockInstance(
-            plan.name, stage, plan.source.name, in_shape[0], self.graph.nodes[y]["shape"][0],
-            plan.width, plan.stride, plan.params, plan.stride_on, shortcut, shortcut_attrs,
-            [names[i] for i in (*branch, *post)], plan.where(),
+            plan.name,
+            stage,
+            plan.source.name,
+            in_shape[0],
+            self.graph.nodes[y]["shape"][0],
+            plan.width,
+            plan.stride,
+            plan.params,
+            plan.stride_on,
+            shortcut,
+            shortcut_attrs,
+            [names[i] for i in (*branch, *post)],
+            plan.where(),
         )
         return y, instance
 
-    def _check_stride_on(self, plan: BlockPlan, names: list[str], branch: list[int],
-                         where: Where) -> None:
+    def _check_stride_on(
+        self, plan: BlockPlan, names: list[str], branch: list[int], where: Where
+    ) -> None:
         label = f"{plan.name} ({plan.source.name})"
         if plan.stride_on is None:
-            raise SpecError(f"{label}: stride {plan.stride}, but block type {plan.source.name!r} "
-                            "has no stride_on layer to carry it; set stride_on", plan.where("stride"))
+            raise SpecError(
+                f"{label}: stride {plan.stride}, but block type {plan.source.name!r} "
+                "has no stride_on layer to carry it; set stride_on",
+                plan.where("stride"),
+            )
         layers = plan.source.block_type.layers
         for i in branch:
             if names[i] == plan.stride_on:
                 if layers[i].op in ("conv", "maxpool", "avgpool"):
                     return
-                raise SpecError(f"{label}: stride_on names {plan.stride_on!r}, a {layers[i].op} "
-                                "layer, which has no stride", where(i))
-        raise SpecError(f"{label}: stride_on names {plan.stride_on!r}, which is not a layer of the "
-                        f"residual branch (layers: {', '.join(names[i] for i in branch)})",
-                        plan.where("stride"))
+                raise SpecError(
+                    f"{label}: stride_on names {plan.stride_on!r}, a {layers[i].op} "
+                    "layer, which has no stride",
+                    where(i),
+                )
+        raise SpecError(
+            f"{label}: stride_on names {plan.stride_on!r}, which is not a layer of the "
+            f"residual branch (layers: {', '.join(names[i] for i in branch)})",
+            plan.where("stride"),
+        )
 
-    def shortcut(self, plan: BlockPlan, x: str, y: str, stride: int,
-                 label: str) -> tuple[str, str, dict[str, Any]]:
+    def shortcut(
+        self, plan: BlockPlan, x: str, y: str, stride: int, label: str
+    ) -> tuple[str, str, dict[str, Any]]:
         in_shape, out_shape = self.graph.nodes[x]["shape"], self.graph.nodes[y]["shape"]
         option = plan.shortcut.option
         where = plan.shortcut_where
@@ -172,18 +270,36 @@ class _GraphBuilder:
             if extra < 0:
                 raise SpecError(
                     f"{label}: option A pads channels with zeros, so it cannot take {in_shape[0]} "
-                    f"channels down to {out_shape[0]}; use shortcut B or C", where("option"))
+                    f"channels down to {out_shape[0]}; use shortcut B or C",
+                    where("option"),
+                )
             before = extra // 2 if plan.shortcut.zero_pad == "split" else 0
             attrs = {"stride": stride, "pad_before": before, "pad_after": extra - before}
-            node = self.add(f"{plan.name}.downsample", "zero_pad", attrs, [x], where("option"),
-                            f"{label}: shortcut (option A)", block=plan.name, role="shortcut")
+            node = self.add(
+                f"{plan.name}.downsample",
+                "zero_pad",
+                attrs,
+                [x],
+                where("option"),
+                f"{label}: shortcut (option A)",
+                block=plan.name,
+                role="shortcut",
+            )
             return node, "zero_pad", attrs
         if not changes and option != "C":
             return x, "identity", {}
         scope = {"in_channels": in_shape[0], "out_channels": out_shape[0], "stride": stride}
         layers = plan.shortcut.projection
-        node = self.layers(layers, [str(i) for i in range(len(layers))], f"{plan.name}.downsample.",
-                           x, scope, where.child("projection"), block=plan.name, role="shortcut")
+        node = self.layers(
+            layers,
+            [str(i) for i in range(len(layers))],
+            f"{plan.name}.downsample.",
+            x,
+            scope,
+            where.child("projection"),
+            block=plan.name,
+            role="shortcut",
+        )
         return node, "projection", {"stride": stride}
 
 

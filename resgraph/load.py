@@ -55,7 +55,9 @@ def read_text(path: Path) -> str:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise SpecError(f"file is {size:,} bytes; specs are limited to {MAX_FILE_BYTES:,}", where)
+            raise SpecError(
+                f"file is {size:,} bytes; specs are limited to {MAX_FILE_BYTES:,}", where
+            )
         raw = path.read_bytes()
     except FileNotFoundError:
         raise SpecError("no such file", where) from None
@@ -141,13 +143,17 @@ class _Builder:
             return self.constructor.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
             problem = exc.problem or "cannot read this value"
-            raise SpecError(problem, _mark(self.file, exc.problem_mark or node.start_mark)) from None
+            raise SpecError(
+                problem, _mark(self.file, exc.problem_mark or node.start_mark)
+            ) from None
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
         try:
             self.constructor.flatten_mapping(node)
         except yaml.MarkedYAMLError as exc:
-            raise SpecError(exc.problem or "bad merge key", _mark(self.file, exc.problem_mark)) from None
+            raise SpecError(
+                exc.problem or "bad merge key", _mark(self.file, exc.problem_mark)
+            ) from None
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             where = _mark(self.file, key_node.start_mark)
@@ -155,7 +161,9 @@ class _Builder:
                 raise SpecError("mapping keys must be plain names", where)
             key = self.constructor.construct_object(key_node)
             if not isinstance(key, str):
-                raise SpecError(f"mapping key {key!r} must be a name, not a {type(key).__name__}", where)
+                raise SpecError(
+                    f"mapping key {key!r} must be a name, not a {type(key).__name__}", where
+                )
             if key in result:
                 first = self.doc.keys[(*path, key)]
                 raise SpecError(f"duplicate key {key!r} (first given at line {first.line})", where)
@@ -238,7 +246,9 @@ def _copy_locations(out: Document, src: Document, prefix: KeyPath, subtree: bool
                 target[key] = where
 
 
-def apply_overrides(doc: Document, overrides: Iterable[str], params_key: str = "params") -> Document:
+def apply_overrides(
+    doc: Document, overrides: Iterable[str], params_key: str = "params"
+) -> Document:
     """Apply `--set NAME=VALUE` overrides: a parameter name, or a dotted path (stages.0.blocks)."""
     for text in overrides:
         _apply_override(doc, text, params_key)
@@ -282,12 +292,16 @@ def _override_path(data: Any, name: str, where: Location, params: Any) -> KeyPat
                 raise SpecError(f"{shown}: a list position must be a number", where)
             index = int(part)
             if not 0 <= index < len(node):
-                raise SpecError(f"{shown}: index {index} out of range (the list has {len(node)})", where)
+                raise SpecError(
+                    f"{shown}: index {index} out of range (the list has {len(node)})", where
+                )
             path.append(index)
             node = node[index]
         elif isinstance(node, dict):
-            if part not in node and (not last or i == 0):
-                raise SpecError(_unknown_field(shown, part, node, params if i == 0 else None), where)
+            if part not in node and i == 0 and last:
+                raise SpecError(_unknown_field(shown, part, node, params), where)
+            if part not in node and not last:
+                node[part] = {}  # a section the spec leaves to its defaults, e.g. init
             path.append(part)
             node = node.get(part)
         else:

@@ -49,15 +49,19 @@ def to_spec(doc: Document) -> Spec:
 def _located(exc: ValidationError, doc: Document) -> SpecError:
     errors = exc.errors(include_url=False)
     error = min(errors, key=lambda e: _sort_key(doc, e["loc"]))
-    loc = tuple(part for part in error["loc"] if isinstance(part, int) or part in _known_keys(doc, error))
+    loc = tuple(
+        part for part in error["loc"] if isinstance(part, int) or part in _known_keys(doc, error)
+    )
     dotted = ".".join(str(p) for p in loc) or "spec"
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
         close = difflib.get_close_matches(key, sorted(all_field_names()), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return SpecError(f"unknown key {key!r} in {'.'.join(map(str, loc[:-1])) or 'spec'}{hint}",
-                         doc.locate_key(loc))
+        return SpecError(
+            f"unknown key {key!r} in {'.'.join(map(str, loc[:-1])) or 'spec'}{hint}",
+            doc.locate_key(loc),
+        )
     if kind == "missing":
         parent = ".".join(str(p) for p in loc[:-1]) or "the spec"
         return SpecError(f"{parent}: missing required key {loc[-1]!r}", doc.locate(loc[:-1]))
@@ -75,8 +79,9 @@ def _sort_key(doc: Document, loc: tuple[Any, ...]) -> tuple[int, int]:
     return (where.line, where.column) if where else (0, 0)
 
 
-def compile_spec(path: str | Path, overrides: Sequence[str] = (),
-                 max_nodes: int = DEFAULT_MAX_NODES) -> Compiled:
+def compile_spec(
+    path: str | Path, overrides: Sequence[str] = (), max_nodes: int = DEFAULT_MAX_NODES
+) -> Compiled:
     """Load, validate, expand and analyse a spec file; raise SpecError on any mistake."""
     path = Path(path)
     doc = apply_overrides(load_spec(path), overrides)

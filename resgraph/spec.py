@@ -23,13 +23,30 @@ from resgraph import expr
 
 MAX_SIZE = 1 << 16  # channels, spatial sizes, classes: far beyond any real network
 MAX_BLOCKS = 1 << 20
-RESERVED_NAMES = frozenset({"self", "x", "out", "identity", "nn", "torch", "super", "in_channels",
-                            "out_channels", "width", "stride", "downsample", "num_classes"})
+RESERVED_NAMES = frozenset(
+    {
+        "self",
+        "x",
+        "out",
+        "identity",
+        "nn",
+        "torch",
+        "super",
+        "in_channels",
+        "out_channels",
+        "width",
+        "stride",
+        "downsample",
+        "num_classes",
+    }
+)
 
 
 def _check_name(value: str) -> str:
     if not value.isidentifier() or not value.isascii() or keyword.iskeyword(value):
-        raise ValueError(f"{value!r} is not a valid name: use letters, digits and _, not starting with a digit")
+        raise ValueError(
+            f"{value!r} is not a valid name: use letters, digits and _, not starting with a digit"
+        )
     if len(value) > 64:
         raise ValueError("names are limited to 64 characters")
     return value
@@ -67,7 +84,9 @@ def _int_expr(value: Any) -> int | str:
 IntExpr = Annotated[
     int | str,
     PlainValidator(_int_expr),
-    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "description": "an integer expression"}]}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "string", "description": "an integer expression"}]}
+    ),
 ]
 
 
@@ -85,6 +104,7 @@ def _short_form(field_name: str) -> Any:
 
 
 # ---------------------------------------------------------------- layers
+
 
 class Conv(Model):
     """2-D convolution; padding defaults to (kernel - 1) // 2, 'same' for odd kernels."""
@@ -173,7 +193,9 @@ class Layer(Model):
             return {data: {}}
         if isinstance(data, dict):
             if len(data) != 1:
-                raise ValueError(f"a layer is one op such as {{conv: {{...}}}}, got keys {sorted(data)}")
+                raise ValueError(
+                    f"a layer is one op such as {{conv: {{...}}}}, got keys {sorted(data)}"
+                )
             return {key: ({} if value is None else value) for key, value in data.items()}
         return data
 
@@ -189,6 +211,7 @@ class Layer(Model):
 
 
 # ---------------------------------------------------------------- blocks and shortcuts
+
 
 def _default_projection() -> list[Layer]:
     return [
@@ -208,7 +231,8 @@ class Shortcut(Model):
     )
     projection: list[Layer] = Field(
         default_factory=_default_projection,
-        description="Layers of a projection shortcut (B, C); may use in_channels, out_channels, stride.",
+        description="Layers of a projection shortcut (B, C); "
+        "may use in_channels, out_channels, stride.",
     )
     _short = _short_form("option")
 
@@ -217,8 +241,14 @@ class BlockType(Model):
     """A residual block type written in the spec language: its layers, with one `add`."""
 
     description: str | None = None
-    params: dict[ParamName, IntExpr] = Field(
-        default_factory=dict, description="Parameters with defaults, usable in layer fields."
+    params: dict[ParamName, Annotated[int, Field(strict=True, ge=-MAX_SIZE, le=MAX_SIZE)]] = Field(
+        default_factory=dict,
+        description="Parameters with integer defaults, usable in layer fields.",
+    )
+    let: dict[ParamName, IntExpr] = Field(
+        default_factory=dict,
+        description="Derived values (mid: width * base_width // 64), "
+        "computed in order after params.",
     )
     stride_on: Name | None = Field(
         None, description="Name of the layer that carries the block's stride when it downsamples."
@@ -236,6 +266,7 @@ class BlockUse(Model):
 
 
 # ---------------------------------------------------------------- the network
+
 
 class Input(Model):
     channels: int = Field(gt=0, le=MAX_SIZE)
@@ -267,7 +298,8 @@ class Init(Model):
 
     conv: Literal["kaiming_normal"] = "kaiming_normal"
     zero_init_residual: bool = Field(
-        False, description="Zero the last BN of each residual branch, so each block starts as identity."
+        False,
+        description="Zero the last BN of each residual branch, so each block starts as identity.",
     )
 
 
@@ -299,8 +331,11 @@ def all_field_names() -> set[str]:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the spec language, with the short forms (`shortcut: B`) allowed."""
     schema = Spec.model_json_schema()
-    short_forms = {"Shortcut": {"enum": ["A", "B", "C", "none"]}, "BlockUse": {"type": "string"},
-                   "Layer": {"enum": ["bn", "relu", "add"]}}
+    short_forms = {
+        "Shortcut": {"enum": ["A", "B", "C", "none"]},
+        "BlockUse": {"type": "string"},
+        "Layer": {"enum": ["bn", "relu", "add"]},
+    }
     for name, alternative in short_forms.items():
         body = schema["$defs"][name]
         schema["$defs"][name] = {"anyOf": [alternative, body]}

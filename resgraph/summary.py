@@ -13,8 +13,14 @@ from resgraph.passes.shapes import fmt
 def layer_rows(graph: nx.DiGraph) -> list[dict[str, Any]]:
     """One row per op in topological (definition) order, the input excluded."""
     return [
-        {"name": name, "op": data["op"], "output_shape": list(data["shape"]),
-         "params": data["params"], "macs": data["macs"], "block": data.get("block")}
+        {
+            "name": name,
+            "op": data["op"],
+            "output_shape": list(data["shape"]),
+            "params": data["params"],
+            "macs": data["macs"],
+            "block": data.get("block"),
+        }
         for name, data in graph.nodes(data=True)
         if name != INPUT
     ]
@@ -36,8 +42,10 @@ def summary_dict(graph: nx.DiGraph) -> dict[str, Any]:
 
 def summary_text(graph: nx.DiGraph) -> str:
     """An aligned table with totals, for people."""
-    rows = [(r["name"], r["op"], fmt(tuple(r["output_shape"])), f"{r['params']:,}", f"{r['macs']:,}")
-            for r in layer_rows(graph)]
+    rows = [
+        (r["name"], r["op"], fmt(tuple(r["output_shape"])), f"{r['params']:,}", f"{r['macs']:,}")
+        for r in layer_rows(graph)
+    ]
     header = ("name", "op", "output", "params", "MACs")
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(5)]
 
@@ -48,8 +56,10 @@ def summary_text(graph: nx.DiGraph) -> str:
 
     rule = "-" * len(line(header))
     spec = graph.graph["spec"]
-    total = (f"{graph.graph['params']:,} params, {graph.graph['macs']:,} MACs "
-             f"({graph.graph['macs'] / 1e9:.2f} GMACs)")
+    total = (
+        f"{graph.graph['params']:,} params, {graph.graph['macs']:,} MACs "
+        f"({graph.graph['macs'] / 1e9:.2f} GMACs)"
+    )
     out = [f"{spec.name}: input {fmt(graph.nodes[INPUT]['shape'])}", line(header), rule]
     out += [line(row) for row in rows]
     out += [rule, f"total: {total}, {len(graph.graph['blocks'])} blocks, {len(rows)} layers"]

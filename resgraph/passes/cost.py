@@ -13,8 +13,9 @@ from typing import Any
 import networkx as nx
 
 
-def node_cost(op: str, attrs: dict[str, Any], in_shape: tuple[int, ...],
-              out_shape: tuple[int, ...]) -> tuple[int, int]:
+def node_cost(
+    op: str, attrs: dict[str, Any], in_shape: tuple[int, ...], out_shape: tuple[int, ...]
+) -> tuple[int, int]:
     """(params, macs) of one op."""
     if op == "conv":
         weights = attrs["out"] * (in_shape[0] // attrs["groups"]) * attrs["kernel"] ** 2

@@ -22,7 +22,13 @@ def fmt(shape: Shape) -> str:
 
 
 def _spatial(
-    size: int, kernel: int, stride: int, padding: int, ceil_mode: bool, axis: str, what: str,
+    size: int,
+    kernel: int,
+    stride: int,
+    padding: int,
+    ceil_mode: bool,
+    axis: str,
+    what: str,
     where: Location | None,
 ) -> int:
     padded = size + 2 * padding
@@ -46,8 +52,13 @@ def _map_input(inputs: list[Shape], what: str, where: Location | None) -> Shape:
     return shape
 
 
-def _windowed(attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None,
-              channels: int | None = None) -> Shape:
+def _windowed(
+    attrs: Mapping[str, Any],
+    inputs: list[Shape],
+    what: str,
+    where: Location | None,
+    channels: int | None = None,
+) -> Shape:
     c, h, w = _map_input(inputs, what, where)
     k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
     ceil_mode = attrs.get("ceil_mode", False)
@@ -83,26 +94,37 @@ def same(attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Locati
     return inputs[0]
 
 
-def batchnorm(attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None) -> Shape:
+def batchnorm(
+    attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None
+) -> Shape:
     return _map_input(inputs, what, where)
 
 
-def global_avgpool(attrs: Mapping[str, Any], inputs: list[Shape], what: str,
-                   where: Location | None) -> Shape:
+def global_avgpool(
+    attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None
+) -> Shape:
     return (_map_input(inputs, what, where)[0], 1, 1)
 
 
-def flatten(attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None) -> Shape:
+def flatten(
+    attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None
+) -> Shape:
     return (math.prod(inputs[0]),)
 
 
-def linear(attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None) -> Shape:
+def linear(
+    attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None
+) -> Shape:
     if len(inputs[0]) != 1:
-        raise SpecError(f"{what}: a linear layer needs a flat vector but gets {fmt(inputs[0])}", where)
+        raise SpecError(
+            f"{what}: a linear layer needs a flat vector but gets {fmt(inputs[0])}", where
+        )
     return (attrs["out"],)
 
 
-def zero_pad(attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None) -> Shape:
+def zero_pad(
+    attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None
+) -> Shape:
     c, h, w = _map_input(inputs, what, where)
     s = attrs["stride"]
     return (c + attrs["pad_before"] + attrs["pad_after"], -(-h // s), -(-w // s))
@@ -134,8 +156,9 @@ RULES: dict[str, ShapeRule] = {
 }
 
 
-def infer(op: str, attrs: Mapping[str, Any], inputs: list[Shape], what: str,
-          where: Location | None) -> Shape:
+def infer(
+    op: str, attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None
+) -> Shape:
     """The output shape of one op; raises SpecError naming `what` at `where`."""
     shape = RULES[op](attrs, inputs, what, where)
     if min(shape) < 1:
