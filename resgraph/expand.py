@@ -112,8 +112,10 @@ def evaluate(
     return result
 
 
-def layer_attrs(layer: Layer, scope: dict[str, int], where: Where, what: str) -> dict[str, Any]:
-    """A layer's settings with expressions evaluated and defaults applied."""
+def layer_attrs(
+    layer: Layer, scope: dict[str, int], where: Where, what: str, channels: int
+) -> dict[str, Any]:
+    """A layer's settings with expressions evaluated and defaults applied (`channels` in)."""
     op, args = layer.op, layer.args
     here = where.child(op)
 
@@ -144,6 +146,9 @@ def layer_attrs(layer: Layer, scope: dict[str, int], where: Where, what: str) ->
         return attrs
     if op == "bn":
         return {"eps": args.eps, "momentum": args.momentum}
+    if op == "se":
+        reduction = num("reduction")
+        return {"reduction": reduction, "hidden": channels // reduction}
     if op == "linear":
         return {"out": num("out"), "bias": args.bias}
     return {}

@@ -83,9 +83,25 @@ class _GraphBuilder:
     ) -> str:
         for i, (layer, name) in enumerate(zip(layers, names, strict=True)):
             full = f"{prefix}{name}"
-            attrs = layer_attrs(layer, scope, where.child(i), full)
-            x = self.add(full, layer.op, attrs, [x], where(i), f"{full} ({layer.op})", **extra)
+            x = self.layer(layer, full, x, scope, where.child(i), f"{full} ({layer.op})", **extra)
         return x
+
+    def layer(
+        self,
+        layer: Layer,
+        name: str,
+        x: str,
+        scope: dict[str, int],
+        where: Where,
+        what: str,
+        stride_scale: int = 1,
+        **extra: Any,
+    ) -> str:
+        """Add one spec layer reading `x`; `stride_scale` applies a block's stride to it."""
+        attrs = layer_attrs(layer, scope, where, what, self.graph.nodes[x]["shape"][0])
+        if stride_scale != 1:
+            attrs["stride"] *= stride_scale
+        return self.add(name, layer.op, attrs, [x], where(), what, **extra)
 
     def build(self) -> nx.DiGraph:
         spec = self.plan.spec
@@ -102,6 +118,7 @@ class _GraphBuilder:
         )
         head_names = ["avgpool", "flatten", spec.head.name]
         stage_names = [s.name for s in self.plan.stages]
+        where = root.child("head")
         taken = frozenset({INPUT, *head_names, *stage_names})
         if len(taken) != 1 + len(set(head_names)) + len(stage_names):
             raise SpecError(
@@ -110,6 +127,9 @@ class _GraphBuilder:
                 root("stages"),
             )
         stem_names = layer_names(spec.stem, root.child("stem"), "stem", taken)
+        head_layers = layer_names(
+            spec.head.layers, where.child("layers"), "head", taken | set(stem_names)
+        )
         x = self.layers(
             spec.stem, stem_names, "", INPUT, self.plan.params, root.child("stem"), role="stem"
         )
@@ -119,7 +139,15 @@ class _GraphBuilder:
             for block in stage.blocks:
                 x, blocks[block.name] = self.block(block, x, stage.name)
             stages.append((stage.name, [b.name for b in stage.blocks]))
-        where = root.child("head")
+        x = self.layers(
+            spec.head.layers,
+            head_layers,
+            "",
+            x,
+            self.plan.params,
+            where.child("layers"),
+            role="head",
+        )
         x = self.add(
             "avgpool", "global_avgpool", {}, [x], where("pool"), "head avgpool", role="head"
         )
@@ -139,6 +167,7 @@ class _GraphBuilder:
             blocks=blocks,
             stages=stages,
             stem=stem_names,
+            head=head_layers,
             output=spec.head.name,
         )
         return self.graph
@@ -160,6 +189,14 @@ class _GraphBuilder:
         residual = bool(adds) and plan.shortcut.option != "none"
         if plan.stride > 1:
             self._check_stride_on(plan, names, branch, where)
+        if block_type.projection_from and block_type.projection_from not in [
+            names[i] for i in branch
+        ]:
+            raise SpecError(
+                f"{label}: projection_from names {block_type.projection_from!r}, which is not a "
+                "layer of the residual branch",
+                plan.source.where("projection_from"),
+            )
 
         in_shape = self.graph.nodes[x]["shape"]
         scope = {"in_channels": in_shape[0], "width": plan.width, **plan.params}
@@ -167,30 +204,34 @@ class _GraphBuilder:
             scope[name] = evaluate(value, scope, plan.source.where("let", name), f"{label}: {name}")
         prefix = f"{plan.name}."
         y = x
+        projection_source = x
         strides: list[int] = []
         zero_bn: str | None = None
         for i in branch:
             layer, name = layers[i], names[i]
-            attrs = layer_attrs(layer, scope, where.child(i), f"{label}: {name}")
-            if name == plan.stride_on:
-                attrs["stride"] *= plan.stride
-            strides.append(attrs.get("stride", 1))
-            y = self.add(
+            scale = plan.stride if name == plan.stride_on else 1
+            y = self.layer(
+                layer,
                 prefix + name,
-                layer.op,
-                attrs,
-                [y],
-                where(i),
+                y,
+                scope,
+                where.child(i),
                 f"{label}: {name}",
+                scale,
                 block=plan.name,
                 role="branch",
             )
+            strides.append(self.graph.nodes[y]["attrs"].get("stride", 1))
+            if name == block_type.projection_from:
+                projection_source, strides = y, []  # a projection only repeats later strides
             if layer.op == "bn":
                 zero_bn = y
         shortcut, shortcut_attrs = "none", {}
         if residual:
             stride = math.prod(strides)
-            sc, shortcut, shortcut_attrs = self.shortcut(plan, x, y, stride, label)
+            sc, shortcut, shortcut_attrs = self.shortcut(
+                plan, x, projection_source, y, stride, label
+            )
             y = self.add(
                 prefix + names[split],
                 "add",
@@ -204,13 +245,12 @@ class _GraphBuilder:
             if zero_bn is not None:
                 self.graph.nodes[zero_bn]["residual_bn"] = True
         for i in post:
-            attrs = layer_attrs(layers[i], scope, where.child(i), f"{label}: {names[i]}")
-            y = self.add(
+            y = self.layer(
+                layers[i],
                 prefix + names[i],
-                layers[i].op,
-                attrs,
-                [y],
-                where(i),
+                y,
+                scope,
+                where.child(i),
                 f"{label}: {names[i]}",
                 block=plan.name,
                 role="post",
@@ -259,13 +299,19 @@ class _GraphBuilder:
         )
 
     def shortcut(
-        self, plan: BlockPlan, x: str, y: str, stride: int, label: str
+        self, plan: BlockPlan, x: str, source: str, y: str, stride: int, label: str
     ) -> tuple[str, str, dict[str, Any]]:
+        """The shortcut joining block input `x` to branch output `y`.
+
+        Identity reads `x`; a downsample module (zero padding or projection) reads `source`,
+        the block input or its `projection_from` layer's output.
+        """
         in_shape, out_shape = self.graph.nodes[x]["shape"], self.graph.nodes[y]["shape"]
         option = plan.shortcut.option
         where = plan.shortcut_where
         changes = in_shape != out_shape
         if option == "A" and changes:
+            in_shape = self.graph.nodes[source]["shape"]
             extra = out_shape[0] - in_shape[0]
             if extra < 0:
                 raise SpecError(
@@ -279,7 +325,7 @@ class _GraphBuilder:
                 f"{plan.name}.downsample",
                 "zero_pad",
                 attrs,
-                [x],
+                [source],
                 where("option"),
                 f"{label}: shortcut (option A)",
                 block=plan.name,
@@ -288,13 +334,14 @@ class _GraphBuilder:
             return node, "zero_pad", attrs
         if not changes and option != "C":
             return x, "identity", {}
-        scope = {"in_channels": in_shape[0], "out_channels": out_shape[0], "stride": stride}
+        channels = self.graph.nodes[source]["shape"][0]
+        scope = {"in_channels": channels, "out_channels": out_shape[0], "stride": stride}
         layers = plan.shortcut.projection
         node = self.layers(
             layers,
             [str(i) for i in range(len(layers))],
             f"{plan.name}.downsample.",
-            x,
+            source,
             scope,
             where.child("projection"),
             block=plan.name,

@@ -247,15 +247,22 @@ def _copy_locations(out: Document, src: Document, prefix: KeyPath, subtree: bool
 
 
 def apply_overrides(
-    doc: Document, overrides: Iterable[str], params_key: str = "params"
+    doc: Document,
+    overrides: Iterable[str],
+    params_key: str = "params",
+    fields: Iterable[str] = (),
 ) -> Document:
-    """Apply `--set NAME=VALUE` overrides: a parameter name, or a dotted path (stages.0.blocks)."""
+    """Apply `--set NAME=VALUE` overrides: a parameter name, or a dotted path (stages.0.blocks).
+
+    `fields` are top-level keys the document may gain even where it leaves them out.
+    """
+    known = frozenset(fields)
     for text in overrides:
-        _apply_override(doc, text, params_key)
+        _apply_override(doc, text, params_key, known)
     return doc
 
 
-def _apply_override(doc: Document, text: str, params_key: str) -> None:
+def _apply_override(doc: Document, text: str, params_key: str, fields: frozenset[str]) -> None:
     where = Location(f"--set {text}")
     name, sep, raw = text.partition("=")
     name = name.strip()
@@ -271,7 +278,7 @@ def _apply_override(doc: Document, text: str, params_key: str) -> None:
     if "." not in name and isinstance(params, dict) and name in params:
         path: KeyPath = (params_key, name)
     else:
-        path = _override_path(doc.data, name, where, params)
+        path = _override_path(doc.data, name, where, params, fields)
     container = _get(doc.data, path[:-1])
     container[path[-1]] = value
     for table in (doc.values, doc.keys):
@@ -280,7 +287,9 @@ def _apply_override(doc: Document, text: str, params_key: str) -> None:
         table[path] = where
 
 
-def _override_path(data: Any, name: str, where: Location, params: Any) -> KeyPath:
+def _override_path(
+    data: Any, name: str, where: Location, params: Any, fields: frozenset[str]
+) -> KeyPath:
     parts = name.split(".")
     path: list[str | int] = []
     node = data
@@ -298,7 +307,7 @@ def _override_path(data: Any, name: str, where: Location, params: Any) -> KeyPat
             path.append(index)
             node = node[index]
         elif isinstance(node, dict):
-            if part not in node and i == 0 and last:
+            if part not in node and i == 0 and last and part not in fields:
                 raise SpecError(_unknown_field(shown, part, node, params), where)
             if part not in node and not last:
                 node[part] = {}  # a section the spec leaves to its defaults, e.g. init

@@ -84,7 +84,7 @@ def compile_spec(
 ) -> Compiled:
     """Load, validate, expand and analyse a spec file; raise SpecError on any mistake."""
     path = Path(path)
-    doc = apply_overrides(load_spec(path), overrides)
+    doc = apply_overrides(load_spec(path), overrides, fields=Spec.model_fields)
     spec = to_spec(doc)
     plan = expand(spec, doc, max_nodes)
     graph = build_graph(plan)

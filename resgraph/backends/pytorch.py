@@ -91,6 +91,7 @@ MODULE_ATTRIBUTES = frozenset(
 )
 MODULE_NAMES = frozenset(
     {
+        "SqueezeExcite",
         "torch",
         "nn",
         "build_model",
@@ -139,6 +140,7 @@ class ModuleView:
     classes: list[BlockClass]
     projections: list[tuple[str, str, list[str]]]
     zero_pad: bool
+    squeeze_excite: bool
     init: list[str]
     forward: list[str]
     zero_init: list[tuple[str, str]]
@@ -211,6 +213,9 @@ def _layer_ctor(
         return f"nn.BatchNorm2d({channels}{', ' + kw if kw else ''})", channels
     if op == "relu":
         return ("nn.ReLU(inplace=True)" if inplace else "nn.ReLU()"), channels
+    if op == "se":
+        total = channels if re.fullmatch(r"\w+", channels) else f"({channels})"
+        return f"SqueezeExcite({channels}, {total} // {expr.render(args.reduction)})", channels
     if op in ("maxpool", "avgpool"):
         kernel = expr.render(args.kernel)
         stride = kernel if args.stride is None else expr.render(args.stride)
@@ -253,6 +258,8 @@ def _node_ctor(data: dict[str, Any], folded: bool, inplace: bool) -> str:
         return f"nn.BatchNorm2d({data['shape'][0]}{', ' + kw if kw else ''})"
     if op == "relu":
         return "nn.ReLU(inplace=True)" if inplace else "nn.ReLU()"
+    if op == "se":
+        return f"SqueezeExcite({data['shape'][0]}, {attrs['hidden']})"
     if op in ("maxpool", "avgpool"):
         kw = _kwargs(
             kernel_size=attrs["kernel"],
@@ -283,6 +290,7 @@ class _Renderer:
         self.classes: dict[tuple[str, str | None, bool], BlockClass] = {}
         self.projections: dict[str, tuple[str, str, list[str]]] = {}
         self.zero_pad = False
+        self.squeeze_excite = False
         self.plans = {b.name: b for s in compiled.plan.stages for b in s.blocks}
 
     def plan_of(self, block: BlockInstance) -> BlockPlan:
@@ -334,8 +342,9 @@ class _Renderer:
         init: list[str] = ["super().__init__()"]
         init += [f"{name} = {expr.render(value)}" for name, value in block_type.let.items()]
         forward: list[str] = []
-        if residual:
-            forward.append("identity = x if self.downsample is None else self.downsample(x)")
+        shortcut_line = "identity = x if self.downsample is None else self.downsample({})"
+        if residual and block_type.projection_from is None:
+            forward.append(shortcut_line.format("x"))
         channels = "in_channels"
         current = "x"
         named = iter(names)
@@ -355,9 +364,12 @@ class _Renderer:
             conv_folds = fold and i + 1 < len(layers) and _foldable(layers, i + 1)
             scale = "stride" if attr == block.stride_on else None
             ctor, channels = _layer_ctor(layer, channels, scale, conv_folds, inplace=i > 0)
+            self.squeeze_excite |= layer.op == "se"
             init.append(f"self.{attr} = {ctor}")
             forward.append(f"out = self.{attr}({current})")
             current = "out"
+            if residual and attr == block_type.projection_from:
+                forward.append(shortcut_line.format("out"))
         if residual:
             init.append("self.downsample = downsample")
         forward.append(f"return {current}")
@@ -410,23 +422,29 @@ class _Renderer:
         return f"{cls.name}({', '.join(args)})"
 
     # ---------------------------------------------------------------- network
+    def top_layers(
+        self, names: list[str], layers: list[Layer], init: list[str], forward: list[str]
+    ) -> None:
+        """Stem or head layers: concrete modules on the network itself."""
+        fold = self.options.fold_bn
+        for i, name in enumerate(names):
+            data = self.graph.nodes[name]
+            self.check_attribute(name, data["loc"])
+            if fold and _foldable(layers, i):
+                continue
+            conv_folds = fold and i + 1 < len(layers) and _foldable(layers, i + 1)
+            inplace = data["inputs"][0] != INPUT
+            self.squeeze_excite |= data["op"] == "se"
+            init.append(f"self.{name} = {_node_ctor(data, conv_folds, inplace)}")
+            forward.append(f"x = self.{name}(x)")
+
     def render(self) -> ModuleView:
         g = self.graph
         spec = self.compiled.spec
         fold = self.options.fold_bn
         init: list[str] = ["super().__init__()"]
         forward: list[str] = []
-        stem = g.graph["stem"]
-        stem_layers = spec.stem
-        for i, name in enumerate(stem):
-            data = g.nodes[name]
-            self.check_attribute(name, data["loc"])
-            if fold and _foldable(stem_layers, i):
-                continue
-            conv_folds = fold and i + 1 < len(stem_layers) and _foldable(stem_layers, i + 1)
-            inplace = data["inputs"][0] != INPUT
-            init.append(f"self.{name} = {_node_ctor(data, conv_folds, inplace)}")
-            forward.append(f"x = self.{name}(x)")
+        self.top_layers(g.graph["stem"], spec.stem, init, forward)
         blocks: dict[str, BlockInstance] = g.graph["blocks"]
         for stage, members in g.graph["stages"]:
             self.check_attribute(stage, None)
@@ -440,6 +458,7 @@ class _Renderer:
             items = [call if n == 1 else f"*({call} for _ in range({n}))" for call, n in runs]
             init.append(f"self.{stage} = nn.Sequential(" + ", ".join(items) + ",)")
             forward.append(f"x = self.{stage}(x)")
+        self.top_layers(g.graph["head"], spec.head.layers, init, forward)
         fc = g.nodes[g.graph["output"]]
         init.append("self.avgpool = nn.AdaptiveAvgPool2d(1)")
         init.append(f"self.{g.graph['output']} = nn.Linear({fc['in_shapes'][0][0]}, num_classes)")
@@ -473,6 +492,7 @@ class _Renderer:
             classes=list(self.classes.values()),
             projections=list(self.projections.values()),
             zero_pad=self.zero_pad,
+            squeeze_excite=self.squeeze_excite,
             init=init,
             forward=forward,
             zero_init=zero_init,
