@@ -77,6 +77,7 @@ def read_text(path: Path) -> str:
 def parse_yaml(text: str, file: str) -> Document:
     """Parse one YAML document into located plain data."""
     try:
+        _check_depth(text, file)
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -92,6 +93,19 @@ def parse_yaml(text: str, file: str) -> Document:
     doc = Document(data=None)
     doc.data = _Builder(file, doc).build(node, ())
     return doc
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Refuse deep nesting from the flat event stream: composing it would overflow the C stack."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SpecError(f"YAML nested deeper than {MAX_DEPTH} levels",
+                                _mark(file, event.start_mark))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _mark(file: str, mark: Any) -> Location:
