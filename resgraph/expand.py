@@ -21,6 +21,7 @@ from resgraph.load import Document, KeyPath, parse_yaml
 from resgraph.spec import MAX_BLOCKS, MAX_SIZE, BlockType, Layer, Shortcut, Spec
 
 DEFAULT_MAX_NODES = 250_000
+LIBRARY_FILE = "resgraph/blocks/library.yaml"
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Plan:
 def library() -> dict[str, BlockSource]:
     """The built-in block types shipped as data in resgraph/blocks/library.yaml."""
     path = resources.files("resgraph.blocks").joinpath("library.yaml")
-    doc = parse_yaml(path.read_text(encoding="utf-8"), "resgraph/blocks/library.yaml")
+    doc = parse_yaml(path.read_text(encoding="utf-8"), LIBRARY_FILE)
     types = TypeAdapter(dict[str, BlockType]).validate_python(doc.data)
     return {name: BlockSource(name, bt, Where(doc, (name,))) for name, bt in types.items()}
 

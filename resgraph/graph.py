@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 
 from resgraph.errors import Location, SpecError
-from resgraph.expand import BlockPlan, Plan, Where, layer_attrs, layer_names
+from resgraph.expand import LIBRARY_FILE, BlockPlan, Plan, Where, layer_attrs, layer_names
 from resgraph.passes import shapes
 from resgraph.spec import Layer
 
@@ -94,6 +94,16 @@ class _GraphBuilder:
         return self.graph
 
     def block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, BlockInstance]:
+        try:
+            return self._block(plan, x, stage)
+        except SpecError as exc:
+            if exc.location is None or exc.location.file != LIBRARY_FILE:
+                raise
+            # The user's file is where the fix goes: point at the stage, not into the library.
+            raise SpecError(f"{exc.message} (in the built-in block type {plan.source.name!r})",
+                            plan.where()) from None
+
+    def _block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, BlockInstance]:
         block_type = plan.source.block_type
         where = plan.source.where.child("layers")
         layers = block_type.layers
@@ -184,6 +194,11 @@ class _GraphBuilder:
         layers = plan.shortcut.projection
         node = self.layers(layers, [str(i) for i in range(len(layers))], f"{plan.name}.downsample.",
                            x, scope, where.child("projection"), block=plan.name, role="shortcut")
+        channels = self.graph.nodes[node]["shape"][0]
+        if channels != out_shape[0]:
+            raise SpecError(f"{label}: the projection shortcut gives {channels} channels but the "
+                            f"residual branch gives {out_shape[0]}; end the projection with a layer "
+                            "of out: out_channels", where("projection"))
         return node, "projection", {"stride": stride}
 
 
