@@ -260,7 +260,8 @@ def apply_overrides(doc: Document, overrides: Iterable[str], params_key: str = "
 
 
 def _apply_override(doc: Document, text: str, params_key: str) -> None:
-    where = Location(f"--set {text}")
+    root = doc.values.get(())
+    where = Location(root.file if root else "--set", via=f"--set {text}")
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name:
