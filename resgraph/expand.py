@@ -63,6 +63,7 @@ class BlockPlan:
     shortcut: Shortcut
     shortcut_where: Where
     where: Where
+    stride_on_where: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
         source = _block_source(block_types, use.type, use_where)
         block_params = _block_params(source, use.params, params, use_where)
         stride_on = use.stride_on or source.block_type.stride_on
+        stride_on_where = use_where("stride_on") if use.stride_on else source.where("stride_on")
         shortcut = stage.shortcut or spec.shortcut
         shortcut_where = here.child("shortcut") if stage.shortcut else root.child("shortcut")
         per_block = len(source.block_type.layers) + len(shortcut.projection) + 1
@@ -210,7 +212,7 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
         name = stage.name or f"layer{i + 1}"
         plans = [
             BlockPlan(f"{name}.{j}", source, width, stride if j == 0 else 1, block_params,
-                      stride_on, shortcut, shortcut_where, here)
+                      stride_on, shortcut, shortcut_where, here, stride_on_where)
             for j in range(blocks)
         ]
         stages.append(StagePlan(name, plans, here))

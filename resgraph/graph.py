@@ -166,10 +166,10 @@ class _GraphBuilder:
                 if layers[i].op in ("conv", "maxpool", "avgpool"):
                     return
                 raise SpecError(f"{label}: stride_on names {plan.stride_on!r}, a {layers[i].op} "
-                                "layer, which has no stride", where(i))
+                                "layer, which has no stride", plan.stride_on_where or where(i))
         raise SpecError(f"{label}: stride_on names {plan.stride_on!r}, which is not a layer of the "
                         f"residual branch (layers: {', '.join(names[i] for i in branch)})",
-                        plan.where("stride"))
+                        plan.stride_on_where or plan.where("stride"))
 
     def shortcut(self, plan: BlockPlan, x: str, y: str, stride: int,
                  label: str) -> tuple[str, str, dict[str, Any]]:
