@@ -8,6 +8,7 @@ safe core schema. `extends:` and `--set` overrides are resolved on the located t
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +207,8 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
         raise SpecError(f"extends cycle: {cycle}", where)
     if not parent_path.is_file():
         raise SpecError(f"extends {parent_name!r}, but {parent_path} does not exist", where)
-    parent = _load_with_parents(parent_path, (*chain, here))
+    shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
+    parent = _load_with_parents(shown, (*chain, here))
     del doc.data["extends"]
     return merge(parent, doc)
 
