@@ -116,7 +116,7 @@ class _GraphBuilder:
         split = adds[0] if adds else len(layers)
         branch, post = list(range(split)), list(range(split + 1, len(layers)))
         residual = bool(adds) and plan.shortcut.option != "none"
-        if plan.stride > 1:
+        if plan.stride > 1 or plan.stride_on is not None:
             self._check_stride_on(plan, names, branch, where)
 
         in_shape = self.graph.nodes[x]["shape"]
