@@ -14,7 +14,15 @@ from typing import Any
 import networkx as nx
 
 from resgraph.errors import Location, SpecError
-from resgraph.expand import BlockPlan, Plan, Where, evaluate, layer_attrs, layer_names
+from resgraph.expand import (
+    LIBRARY_FILE,
+    BlockPlan,
+    Plan,
+    Where,
+    evaluate,
+    layer_attrs,
+    layer_names,
+)
 from resgraph.passes import shapes
 from resgraph.spec import Layer
 
@@ -173,6 +181,17 @@ class _GraphBuilder:
         return self.graph
 
     def block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, BlockInstance]:
+        try:
+            return self._block(plan, x, stage)
+        except SpecError as exc:
+            if exc.location is None or exc.location.file != LIBRARY_FILE:
+                raise
+            # The user's file is where the fix goes: point at the stage, not into the library.
+            raise SpecError(
+                f"{exc.message} (in the built-in block type {plan.source.name!r})", plan.where()
+            ) from None
+
+    def _block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, BlockInstance]:
         block_type = plan.source.block_type
         where = plan.source.where.child("layers")
         layers = block_type.layers
@@ -187,7 +206,7 @@ class _GraphBuilder:
         split = adds[0] if adds else len(layers)
         branch, post = list(range(split)), list(range(split + 1, len(layers)))
         residual = bool(adds) and plan.shortcut.option != "none"
-        if plan.stride > 1:
+        if plan.stride > 1 or plan.stride_on is not None:
             self._check_stride_on(plan, names, branch, where)
         if block_type.projection_from and block_type.projection_from not in [
             names[i] for i in branch
@@ -290,12 +309,12 @@ class _GraphBuilder:
                 raise SpecError(
                     f"{label}: stride_on names {plan.stride_on!r}, a {layers[i].op} "
                     "layer, which has no stride",
-                    where(i),
+                    plan.stride_on_where or where(i),
                 )
         raise SpecError(
             f"{label}: stride_on names {plan.stride_on!r}, which is not a layer of the "
             f"residual branch (layers: {', '.join(names[i] for i in branch)})",
-            plan.where("stride"),
+            plan.stride_on_where or plan.where("stride"),
         )
 
     def shortcut(
@@ -347,6 +366,14 @@ class _GraphBuilder:
             block=plan.name,
             role="shortcut",
         )
+        channels = self.graph.nodes[node]["shape"][0]
+        if channels != out_shape[0]:
+            raise SpecError(
+                f"{label}: the projection shortcut gives {channels} channels but the "
+                f"residual branch gives {out_shape[0]}; end the projection with a layer "
+                "of out: out_channels",
+                where("projection"),
+            )
         return node, "projection", {"stride": stride}
 
 
