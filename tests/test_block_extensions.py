@@ -106,3 +106,13 @@ head: {classes: 2}
         assert "projection_from" in str(exc) and str(path) in str(exc)
     else:
         raise AssertionError("accepted a projection_from that names no layer")
+
+
+def test_user_defined_wide_resnet_example() -> None:
+    spec = SPECS / "examples" / "wide_resnet_cifar.yaml"
+    compiled = compile_spec(spec)
+    assert compiled.graph.graph["params"] == 36_479_194  # WRN-28-10 as published
+    small = compile_spec(spec, ["n=2", "k=4"])
+    model = build_module(small)
+    assert _params(model) == small.graph.graph["params"] == 2_748_890  # WRN-16-4: 2.7M
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
