@@ -126,14 +126,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print("resgraph compile: -o/--output takes a single spec", file=sys.stderr)
         return 2
     stale = 0
+    if args.head == "fcn":
+        args.overrides = ["head.kind=fcn", *args.overrides]
     for spec in args.specs:
         compiled = _compile(args, spec)
         options = Options(fold_bn=args.fold_bn, channels_last=args.channels_last)
         if args.output:
             target = Path(args.output)
         else:
-            inside(Path(args.out_dir), output_name(compiled))  # refuses names escaping the folder
-            target = Path(args.out_dir) / output_name(compiled)
+            inside(Path(args.out_dir), output_name(compiled, args.head))  # refuses escapes
+            target = Path(args.out_dir) / output_name(compiled, args.head)
         source = render_module(compiled, options, overrides=args.overrides)
         if args.check:
             current = target.read_text(encoding="utf-8") if target.is_file() else None
@@ -199,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fold-bn", action="store_true", help="inference variant: fold BN into the preceding conv"
+    )
+    p.add_argument(
+        "--head",
+        choices=["fc", "fcn"],
+        default="fc",
+        help="fcn: pool with the training window, then the fc as a 1x1 conv, for "
+        "fully-convolutional multi-scale testing (same weights); writes <name>_fcn.py",
     )
     p.add_argument(
         "--channels-last",

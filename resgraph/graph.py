@@ -156,19 +156,7 @@ class _GraphBuilder:
             where.child("layers"),
             role="head",
         )
-        x = self.add(
-            "avgpool", "global_avgpool", {}, [x], where("pool"), "head avgpool", role="head"
-        )
-        x = self.add("flatten", "flatten", {}, [x], where(), "head flatten", role="head")
-        self.add(
-            spec.head.name,
-            "linear",
-            {"out": self.plan.classes, "bias": True},
-            [x],
-            where("classes"),
-            f"head {spec.head.name}",
-            role="head",
-        )
+        self.head(x, where)
         self.graph.graph.update(
             spec=spec,
             plan=self.plan,
@@ -179,6 +167,57 @@ class _GraphBuilder:
             output=spec.head.name,
         )
         return self.graph
+
+    def head(self, x: str, where: Where) -> None:
+        """Pool and classify: globally (fc), or fully convolutionally (fcn) for any input size."""
+        head = self.plan.spec.head
+        classes = self.plan.classes
+        if head.kind == "fc":
+            x = self.add(
+                "avgpool", "global_avgpool", {}, [x], where("pool"), "head avgpool", role="head"
+            )
+            x = self.add("flatten", "flatten", {}, [x], where(), "head flatten", role="head")
+            self.add(
+                head.name,
+                "linear",
+                {"out": classes, "bias": True},
+                [x],
+                where("classes"),
+                f"head {head.name}",
+                role="head",
+            )
+            return
+        _, h, w = self.graph.nodes[x]["shape"]
+        if head.window is None and h != w:
+            raise SpecError(
+                f"head: the final feature map is {h}x{w}, not square; set "
+                "head.window for the fcn head",
+                where("kind"),
+            )
+        window = (
+            h
+            if head.window is None
+            else evaluate(head.window, self.plan.params, where("window"), "head.window")
+        )
+        pool = {
+            "kernel": window,
+            "stride": 1,
+            "padding": 0,
+            "ceil_mode": False,
+            "count_include_pad": True,
+        }
+        x = self.add("avgpool", "avgpool", pool, [x], where("window"), "head avgpool", role="head")
+        classifier = {
+            "out": classes,
+            "kernel": 1,
+            "stride": 1,
+            "padding": 0,
+            "groups": 1,
+            "bias": True,
+        }
+        self.add(
+            head.name, "conv", classifier, [x], where("classes"), f"head {head.name}", role="head"
+        )
 
     def block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, BlockInstance]:
         try:

@@ -306,6 +306,17 @@ class Head(Model):
     pool: Literal["avg"] = "avg"
     classes: IntExpr
     name: Name = "fc"
+    kind: Literal["fc", "fcn"] = Field(
+        "fc",
+        description="fc: global average pool and a linear layer. fcn: fully convolutional, as in "
+        "the Caffe deploy nets: a window x window average pool with stride 1, then the fc as a "
+        "1x1 conv, so a larger input gives a map of class scores (same weights).",
+    )
+    window: IntExpr | None = Field(
+        None,
+        description="fcn pool window; by default the final feature map's size at this input "
+        "(7 for 224x224 ImageNet nets). Set it when evaluating at other input sizes.",
+    )
 
 
 class Init(Model):

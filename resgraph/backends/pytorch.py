@@ -92,6 +92,7 @@ MODULE_ATTRIBUTES = frozenset(
 MODULE_NAMES = frozenset(
     {
         "SqueezeExcite",
+        "ConvClassifier",
         "torch",
         "nn",
         "build_model",
@@ -141,6 +142,7 @@ class ModuleView:
     projections: list[tuple[str, str, list[str]]]
     zero_pad: bool
     squeeze_excite: bool
+    fcn: bool
     init: list[str]
     forward: list[str]
     zero_init: list[tuple[str, str]]
@@ -438,6 +440,33 @@ class _Renderer:
             init.append(f"self.{name} = {_node_ctor(data, conv_folds, inplace)}")
             forward.append(f"x = self.{name}(x)")
 
+    def head_init(self) -> list[str]:
+        """Pool and classifier modules; the fcn classifier is a 1x1 conv loading fc weights."""
+        g = self.graph
+        name = g.graph["output"]
+        channels = g.nodes[name]["in_shapes"][0][0]
+        if self.compiled.spec.head.kind == "fc":
+            return [
+                "self.avgpool = nn.AdaptiveAvgPool2d(1)",
+                f"self.{name} = nn.Linear({channels}, num_classes)",
+            ]
+        window = g.nodes["avgpool"]["attrs"]["kernel"]
+        return [
+            f"self.avgpool = nn.AvgPool2d(kernel_size={window}, stride=1)",
+            f"self.{name} = ConvClassifier({channels}, num_classes)",
+        ]
+
+    def head_forward(self) -> list[str]:
+        name = self.graph.graph["output"]
+        if self.compiled.spec.head.kind == "fc":
+            return [
+                "x = self.avgpool(x)",
+                "x = torch.flatten(x, 1)",
+                f"x = self.{name}(x)",
+                "return x",
+            ]
+        return ["x = self.avgpool(x)", f"return self.{name}(x)"]
+
     def render(self) -> ModuleView:
         g = self.graph
         spec = self.compiled.spec
@@ -459,15 +488,8 @@ class _Renderer:
             init.append(f"self.{stage} = nn.Sequential(" + ", ".join(items) + ",)")
             forward.append(f"x = self.{stage}(x)")
         self.top_layers(g.graph["head"], spec.head.layers, init, forward)
-        fc = g.nodes[g.graph["output"]]
-        init.append("self.avgpool = nn.AdaptiveAvgPool2d(1)")
-        init.append(f"self.{g.graph['output']} = nn.Linear({fc['in_shapes'][0][0]}, num_classes)")
-        forward += [
-            "x = self.avgpool(x)",
-            "x = torch.flatten(x, 1)",
-            f"x = self.{g.graph['output']}(x)",
-            "return x",
-        ]
+        init += self.head_init()
+        forward += self.head_forward()
         zero_init = []
         if spec.init.zero_init_residual and not fold:
             zero_init = [(c.name, c.last_bn) for c in self.classes.values() if c.last_bn]
@@ -493,6 +515,7 @@ class _Renderer:
             projections=list(self.projections.values()),
             zero_pad=self.zero_pad,
             squeeze_excite=self.squeeze_excite,
+            fcn=spec.head.kind == "fcn",
             init=init,
             forward=forward,
             zero_init=zero_init,
@@ -579,8 +602,8 @@ def build_module(
     return module.build_model(num_classes)
 
 
-def output_name(compiled: Compiled) -> str:
-    """The default file name under generated/: the spec's name, a validated identifier."""
+def output_name(compiled: Compiled, head: str = "fc") -> str:
+    """The default file name under generated/: the spec's name (+ _fcn), an identifier."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", compiled.spec.name):
         raise SpecError("spec name is not an identifier", compiled.doc.locate(("name",)))
-    return f"{compiled.spec.name}.py"
+    return f"{compiled.spec.name}{'_fcn' if head == 'fcn' else ''}.py"
