@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import networkx as nx
 from resgraph.errors import Location, SpecError
 from resgraph.expand import DEFAULT_MAX_NODES
 from resgraph.graph import INPUT
+from resgraph.load import load_spec
 from resgraph.passes.shapes import fmt
 from resgraph.pipeline import compile_spec
 
@@ -146,10 +148,10 @@ class PartDiff:
         a, b = self.a.fields, self.b.fields
         return {k: (a[k], b[k]) for k in a if k in b and a[k] != b[k]}
 
-    def cost(self, side: str, what: str) -> int:
-        """`params` or `macs` of side `a` or `b`; 0 for a stage that side lacks."""
+    def cost(self, side: str, what: str) -> int | None:
+        """`params` or `macs` of side `a` or `b`; None for a stage that side lacks."""
         part = self.a if side == "a" else self.b
-        return getattr(part, what) if part else 0
+        return getattr(part, what) if part else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -157,8 +159,8 @@ class PartDiff:
             "a": self.a.as_dict() if self.a else None,
             "b": self.b.as_dict() if self.b else None,
             "changes": {k: list(v) for k, v in self.changes.items()},
-            "params_change": self.cost("b", "params") - self.cost("a", "params"),
-            "macs_change": self.cost("b", "macs") - self.cost("a", "macs"),
+            "params_change": (self.cost("b", "params") or 0) - (self.cost("a", "params") or 0),
+            "macs_change": (self.cost("b", "macs") or 0) - (self.cost("a", "macs") or 0),
         }
 
 
@@ -192,10 +194,15 @@ def _totals(graph: nx.DiGraph) -> dict[str, Any]:
     }
 
 
-def _change(old: int, new: int) -> str:
-    delta = new - old
+def _cells(old: int | None, new: int | None) -> tuple[str, str, str]:
+    """Two costs and the change, with a percentage; `-` for a side without the part."""
+    delta = (new or 0) - (old or 0)
     percent = f" ({delta / old:+.1%})" if old and delta else ""
-    return f"{delta:+,}{percent}"
+    return (
+        "-" if old is None else f"{old:,}",
+        "-" if new is None else f"{new:,}",
+        f"{delta:+,}{percent}",
+    )
 
 
 def _brief(part: Part) -> str:
@@ -222,24 +229,18 @@ def diff_text(a: nx.DiGraph, b: nx.DiGraph) -> str:
         out.append("  same structure")
     out.append("")
 
-    def cells(d: PartDiff, what: str) -> tuple[str, str, str]:
-        a, b = d.cost("a", what), d.cost("b", what)
-        return (
-            f"{a:,}" if d.a else "-",
-            f"{b:,}" if d.b else "-",
-            _change(a, b),
+    rows = [
+        (
+            d.name,
+            *_cells(d.cost("a", "params"), d.cost("b", "params")),
+            *_cells(d.cost("a", "macs"), d.cost("b", "macs")),
         )
-
-    rows = [(d.name, *cells(d, "params"), *cells(d, "macs")) for d in diffs]
-    ga, gb = a.graph, b.graph
+        for d in diffs
+    ]
     total = (
         "total",
-        f"{ga['params']:,}",
-        f"{gb['params']:,}",
-        _change(ga["params"], gb["params"]),
-        f"{ga['macs']:,}",
-        f"{gb['macs']:,}",
-        _change(ga["macs"], gb["macs"]),
+        *_cells(a.graph["params"], b.graph["params"]),
+        *_cells(a.graph["macs"], b.graph["macs"]),
     )
     header = ("part", "params A", "params B", "change", "MACs A", "MACs B", "change")
     out += _table(header, [*rows, total], left=1)
@@ -314,9 +315,7 @@ def parse_grid(settings: Sequence[str]) -> dict[str, list[str]]:
         if "" in values:
             raise SpecError(f"an empty value in {raw!r}", where)
         grid[name] = values
-    points = 1
-    for values in grid.values():
-        points *= len(values)
+    points = math.prod(len(values) for values in grid.values())
     if points > MAX_POINTS:
         raise SpecError(
             f"the grid has {points:,} points; a sweep is limited to {MAX_POINTS:,}",
@@ -328,7 +327,12 @@ def parse_grid(settings: Sequence[str]) -> dict[str, list[str]]:
 def sweep(
     path: Path, grid: dict[str, list[str]], max_nodes: int = DEFAULT_MAX_NODES
 ) -> list[Point]:
-    """Compile every point of the grid's cartesian product; a failing point keeps its error."""
+    """Compile every point of the grid's cartesian product; a failing point keeps its error.
+
+    A spec that does not load at all (missing file, bad YAML) fails the sweep instead of
+    giving the same error at every point.
+    """
+    load_spec(path)
     points: list[Point] = []
     for combination in itertools.product(*grid.values()):
         values = dict(zip(grid, combination, strict=True))

@@ -185,12 +185,6 @@ stages:
     assert not any(k.startswith("block.") for k in b_to_a["layer1"])
 
 
-def test_diff_of_a_missing_file_is_one_line() -> None:
-    result = run_cli("diff", "specs/resnet50.yaml", "specs/nope.yaml")
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1 and "nope.yaml" in result.stderr
-
-
 # ---------------------------------------------------------------- sweep
 
 
@@ -283,6 +277,19 @@ def test_values_split_on_top_level_commas_only() -> None:
 def test_bad_grids_are_refused(settings: list[str], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         parse_grid(settings)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("diff", "specs/resnet50.yaml", "specs/nope.yaml"),
+        ("sweep", "specs/nope.yaml", "--set", "n=1,2"),
+    ],
+)
+def test_a_missing_spec_is_one_line_and_exit_1(args: tuple[str, ...]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == "specs/nope.yaml: no such file"
 
 
 def test_bad_grid_is_one_line_and_exit_1() -> None:
