@@ -149,6 +149,31 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Print what changed from spec A to spec B, stage by stage, with the cost change."""
+    from resgraph.design import diff_dict, diff_text
+    from resgraph.pipeline import compile_spec
+
+    a, b = compile_spec(args.a).graph, compile_spec(args.b).graph
+    print(json.dumps(diff_dict(a, b), indent=2) if args.json else diff_text(a, b))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Compile a spec over a grid of --set values and tabulate params, MACs and shapes."""
+    from resgraph.design import parse_grid, sweep, sweep_csv, sweep_dict, sweep_text
+
+    grid = parse_grid(args.grid)
+    points = sweep(Path(args.spec), grid, args.max_nodes)
+    if args.format == "json":
+        print(json.dumps(sweep_dict(Path(args.spec), points, grid), indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(sweep_csv(points, grid))
+    else:
+        print(sweep_text(points, grid))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of the spec language."""
     from resgraph.spec import json_schema
@@ -216,6 +241,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _spec_options(p)
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("diff", help="what changed between two specs, stage by stage")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("sweep", help="params, MACs and shapes over a grid of --set values")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument(
+        "--set",
+        dest="grid",
+        action="append",
+        default=[],
+        metavar="K=V1,V2",
+        help="a parameter or field and its values (n=3,5,7,9); repeat for a cartesian grid",
+    )
+    p.add_argument("--format", choices=["text", "csv", "json"], default="text")
+    p.add_argument(
+        "--max-nodes",
+        type=int,
+        default=DEFAULT_MAX_NODES,
+        metavar="N",
+        help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})",
+    )
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     p.set_defaults(func=cmd_schema)
