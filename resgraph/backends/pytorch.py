@@ -164,6 +164,11 @@ def docstring(text: str, indent: int = 0, width: int = 92) -> str:
     )
 
 
+def comment(text: str) -> str:
+    """Text for a `#` comment line: line breaks and other unprintables shown as escapes."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def camel(name: str) -> str:
     """resnet50_v1_5 -> Resnet50V1_5: a class name from an identifier."""
     out = ""
@@ -297,6 +302,14 @@ class _Renderer:
         return candidate
 
     def check_attribute(self, name: str, where: Location | None) -> None:
+        if name.startswith("_"):
+            # nn.Module keeps _names for itself (_modules, ...) and Python mangles __names
+            # inside a class, so the state_dict key would not be the graph's name.
+            raise SpecError(
+                f"the name {name!r} starts with an underscore, which torch.nn.Module reserves; "
+                "rename it",
+                where,
+            )
         if name in MODULE_ATTRIBUTES:
             raise SpecError(
                 f"the name {name!r} would shadow torch.nn.Module.{name}; rename it", where
@@ -428,8 +441,10 @@ class _Renderer:
             init.append(f"self.{name} = {_node_ctor(data, conv_folds, inplace)}")
             forward.append(f"x = self.{name}(x)")
         blocks: dict[str, BlockInstance] = g.graph["blocks"]
-        for stage, members in g.graph["stages"]:
-            self.check_attribute(stage, None)
+        for (stage, members), plan in zip(
+            g.graph["stages"], self.compiled.plan.stages, strict=True
+        ):
+            self.check_attribute(stage, plan.where("name"))
             calls = [self.block_call(blocks[m]) for m in members]
             runs: list[tuple[str, int]] = []
             for call in calls:
@@ -441,6 +456,7 @@ class _Renderer:
             init.append(f"self.{stage} = nn.Sequential(" + ", ".join(items) + ",)")
             forward.append(f"x = self.{stage}(x)")
         fc = g.nodes[g.graph["output"]]
+        self.check_attribute(g.graph["output"], fc["loc"])
         init.append("self.avgpool = nn.AdaptiveAvgPool2d(1)")
         init.append(f"self.{g.graph['output']} = nn.Linear({fc['in_shapes'][0][0]}, num_classes)")
         forward += [
@@ -458,11 +474,11 @@ class _Renderer:
         title = spec.description or f"The {spec.name} network."
         return ModuleView(
             title=docstring(title),
-            source=self.source,
+            source=comment(self.source),
             version=__version__,
             spec_name=spec.name,
             content_hash=self.compiled.content_hash,
-            overrides=self.overrides,
+            overrides=[comment(text) for text in self.overrides],
             class_name=self.unique(camel(spec.name)),
             doc=docstring(
                 f"{spec.name}: {g.graph['params']:,} parameters, "
