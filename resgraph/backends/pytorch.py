@@ -155,7 +155,10 @@ def docstring(text: str, indent: int = 0, width: int = 92) -> str:
     clean = " ".join(clean.split()).replace("\\", "\\\\")
     # A quote can only end the docstring as part of a run or at the very end: escape those.
     clean = re.sub(r'"(?=")|"$', '\\\\"', clean)
-    lines = textwrap.wrap(clean, width=width - indent) or [""]
+    # Break only at spaces: never inside a word, so never between a backslash and what it escapes.
+    lines = textwrap.wrap(
+        clean, width=width - indent, break_long_words=False, break_on_hyphens=False
+    ) or [""]
     if len(lines) == 1:
         return f'"""{lines[0]}"""'
     pad = " " * indent
