@@ -515,13 +515,15 @@ def _environment() -> jinja2.Environment:
 
 
 def templates_folder() -> Path:
-    """templates/ inside an installed wheel (resgraph/templates), else the checkout's."""
+    """templates/ as installed (resgraph/templates in a wheel), else the checkout's."""
+    # resgraph.templates is a namespace package (data only): files() gives a MultiplexedPath
+    # whose str() is not a path, so ask for the template file and take its folder.
     try:
-        folder = Path(str(resources.files("resgraph.templates")))
-        if (folder / "module.py.jinja").is_file():
-            return folder
+        template = resources.files("resgraph.templates").joinpath("module.py.jinja")
     except ModuleNotFoundError:
-        pass
+        template = None
+    if template is not None and template.is_file():
+        return Path(str(template)).parent
     return Path(__file__).resolve().parents[2] / "templates"
 
 
