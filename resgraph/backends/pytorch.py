@@ -159,13 +159,21 @@ def docstring(text: str, indent: int = 0, width: int = 92) -> str:
     clean = " ".join(clean.split()).replace("\\", "\\\\")
     # A quote can only end the docstring as part of a run or at the very end: escape those.
     clean = re.sub(r'"(?=")|"$', '\\\\"', clean)
-    lines = textwrap.wrap(clean, width=width - indent) or [""]
+    # Break only at spaces: never inside a word, so never between a backslash and what it escapes.
+    lines = textwrap.wrap(
+        clean, width=width - indent, break_long_words=False, break_on_hyphens=False
+    ) or [""]
     if len(lines) == 1:
         return f'"""{lines[0]}"""'
     pad = " " * indent
     return (
         '"""' + lines[0] + "\n" + "\n".join(pad + line for line in lines[1:]) + "\n" + pad + '"""'
     )
+
+
+def comment(text: str) -> str:
+    """Text for a `#` comment line: line breaks and other unprintables shown as escapes."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def camel(name: str) -> str:
@@ -307,6 +315,14 @@ class _Renderer:
         return candidate
 
     def check_attribute(self, name: str, where: Location | None) -> None:
+        if name.startswith("_"):
+            # nn.Module keeps _names for itself (_modules, ...) and Python mangles __names
+            # inside a class, so the state_dict key would not be the graph's name.
+            raise SpecError(
+                f"the name {name!r} starts with an underscore, which torch.nn.Module reserves; "
+                "rename it",
+                where,
+            )
         if name in MODULE_ATTRIBUTES:
             raise SpecError(
                 f"the name {name!r} would shadow torch.nn.Module.{name}; rename it", where
@@ -475,8 +491,10 @@ class _Renderer:
         forward: list[str] = []
         self.top_layers(g.graph["stem"], spec.stem, init, forward)
         blocks: dict[str, BlockInstance] = g.graph["blocks"]
-        for stage, members in g.graph["stages"]:
-            self.check_attribute(stage, None)
+        for (stage, members), plan in zip(
+            g.graph["stages"], self.compiled.plan.stages, strict=True
+        ):
+            self.check_attribute(stage, plan.where("name"))
             calls = [self.block_call(blocks[m]) for m in members]
             runs: list[tuple[str, int]] = []
             for call in calls:
@@ -488,6 +506,7 @@ class _Renderer:
             init.append(f"self.{stage} = nn.Sequential(" + ", ".join(items) + ",)")
             forward.append(f"x = self.{stage}(x)")
         self.top_layers(g.graph["head"], spec.head.layers, init, forward)
+        self.check_attribute(g.graph["output"], g.nodes[g.graph["output"]]["loc"])
         init += self.head_init()
         forward += self.head_forward()
         zero_init = []
@@ -499,11 +518,11 @@ class _Renderer:
         title = spec.description or f"The {spec.name} network."
         return ModuleView(
             title=docstring(title),
-            source=self.source,
+            source=comment(self.source),
             version=__version__,
             spec_name=spec.name,
             content_hash=self.compiled.content_hash,
-            overrides=self.overrides,
+            overrides=[comment(text) for text in self.overrides],
             class_name=self.unique(camel(spec.name)),
             doc=docstring(
                 f"{spec.name}: {g.graph['params']:,} parameters, "
@@ -539,13 +558,15 @@ def _environment() -> jinja2.Environment:
 
 
 def templates_folder() -> Path:
-    """templates/ inside an installed wheel (resgraph/templates), else the checkout's."""
+    """templates/ as installed (resgraph/templates in a wheel), else the checkout's."""
+    # resgraph.templates is a namespace package (data only): files() gives a MultiplexedPath
+    # whose str() is not a path, so ask for the template file and take its folder.
     try:
-        folder = Path(str(resources.files("resgraph.templates")))
-        if (folder / "module.py.jinja").is_file():
-            return folder
+        template = resources.files("resgraph.templates").joinpath("module.py.jinja")
     except ModuleNotFoundError:
-        pass
+        template = None
+    if template is not None and template.is_file():
+        return Path(str(template)).parent
     return Path(__file__).resolve().parents[2] / "templates"
 
 
