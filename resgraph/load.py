@@ -305,6 +305,9 @@ def _apply_override(doc: Document, text: str, params_key: str, fields: frozenset
         path = _override_path(doc.data, name, where, params, fields)
     container = _get(doc.data, path[:-1])
     container[path[-1]] = value
+    for end in range(1, len(path)):  # sections created on the way point at the override
+        doc.values.setdefault(path[:end], where)
+        doc.keys.setdefault(path[:end], where)
     for table in (doc.values, doc.keys):
         for key in [k for k in table if k[: len(path)] == path]:
             del table[key]

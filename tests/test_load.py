@@ -224,7 +224,6 @@ def test_a_name_that_is_both_a_parameter_and_a_field_is_the_parameter() -> None:
         ("stages.-1.blocks=1", "stages.-1: index -1 out of range"),
         ("stages.first.blocks=1", "stages.first: a list position must be a number"),
         ("name.first=1", "name.first: name is the single value 'x'; set it whole"),
-        ("stages.0.x.y=1", "stages.0.x: no such parameter or field"),
         ("n=" + "1" * 1001, "value longer than 1,000 characters"),
         ("n={a", "cannot read value '{a'"),
     ],
@@ -236,3 +235,11 @@ def test_bad_set(override: str, message: str) -> None:
     assert info.value.message.startswith(f"--set {override}: ")
     assert info.value.location == Location("f.yaml", via=f"--set {override}")
     assert str(info.value) == f"f.yaml: {info.value.message}"
+
+
+def test_set_creates_a_missing_section_located_at_the_override(tmp_path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: x\nstages:\n  - {blocks: 1}\n")
+    doc = load.apply_overrides(load.load_spec(spec), ["stages.0.shortcut.option=A"])
+    assert doc.data["stages"][0]["shortcut"] == {"option": "A"}
+    assert doc.locate_key(("stages", 0, "shortcut")).via == "--set stages.0.shortcut.option=A"
