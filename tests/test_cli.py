@@ -203,7 +203,9 @@ def test_graph_dot_has_every_node_and_edge(name: str) -> None:
             edges.add((json.loads(match[1]), json.loads(match[2])))
     assert set(nodes) == set(graph.nodes)
     assert edges == set(graph.edges)
-    assert nodes["layer1.0.conv1"].startswith("layer1.0.conv1\\nconv ")
+    assert nodes["layer1.0.conv1"].startswith("layer1.0.conv1\nconv ")
+    # DOT's line break in a label is the two characters \n; \\n would show a backslash
+    assert '[label="layer1.0.conv1\\nconv ' in result.stdout
     clusters = re.findall(r'subgraph "cluster_([^"]+)"', result.stdout)
     assert clusters == list(graph.graph["blocks"])
     assert result.stdout.count("{") == result.stdout.count("}")
