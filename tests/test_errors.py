@@ -387,6 +387,21 @@ CASES: dict[str, Case] = {
         (11, 5),
         "maxpool4 (maxpool): kernel 2 is larger than its input (height 1, 1 padded)",
     ),
+    "add_in_the_stem": case(
+        replaced("  - bn\n", "  - add\n"),
+        "add\n",
+        "add: add joins a block's shortcut to its branch, so it belongs in a block type's layers",
+    ),
+    "add_in_the_head": case(
+        replaced("head: {classes: 10}\n", "head:\n  classes: 10\n  layers:\n    - add\n"),
+        "add\n",
+        "add: add joins a block's shortcut",
+    ),
+    "add_in_a_projection": case(
+        replaced("shortcut: A\n", "shortcut: {option: C, projection: [add]}\n"),
+        "add]",
+        "layer1.0.downsample.0: add joins a block's shortcut",
+    ),
     "groups": case(
         replaced("kernel: 3}", "kernel: 3, groups: 5}"),
         "conv: {out: 16",
