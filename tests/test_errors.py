@@ -387,6 +387,20 @@ CASES: dict[str, Case] = {
         (11, 5),
         "maxpool4 (maxpool): kernel 2 is larger than its input (height 1, 1 padded)",
     ),
+    "head_named_like_its_pool": case(
+        replaced("head: {classes: 10}", "head: {classes: 10, name: avgpool}"),
+        "avgpool}",
+        "stage and head names must be unique",
+    ),
+    "block_layer_named_like_the_shortcut": case(
+        replaced(
+            "stride_on: conv1",
+            "stride_on: downsample",
+            replaced("{name: conv1, out: width", "{name: downsample, out: width", MINE),
+        ),
+        "A\n",
+        "layer2.0 (mine): shortcut (option A): the name 'layer2.0.downsample' is already taken",
+    ),
     "add_in_the_stem": case(
         replaced("  - bn\n", "  - add\n"),
         "add\n",
