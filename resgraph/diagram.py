@@ -12,7 +12,7 @@ from resgraph.passes.shapes import fmt
 
 
 def _label(name: str, data: dict) -> str:
-    return f"{name}\\n{data['op']} {fmt(data['shape'])}"
+    return f"{name}\n{data['op']} {fmt(data['shape'])}"
 
 
 def _by_block(graph: nx.DiGraph) -> dict[str | None, list[str]]:
@@ -58,7 +58,7 @@ def to_mermaid(graph: nx.DiGraph) -> str:
             lines.append(f'  subgraph {_mermaid_id(block)} ["{block}"]')
             indent = "    "
         for name in members:
-            label = _label(name, graph.nodes[name]).replace("\\n", "<br/>")
+            label = _label(name, graph.nodes[name]).replace("\n", "<br/>")
             lines.append(f'{indent}{_mermaid_id(name)}["{label}"]')
         if block is not None:
             lines.append("  end")

@@ -63,6 +63,10 @@ class _GraphBuilder:
         what: str,
         **extra: Any,
     ) -> str:
+        if name in self.graph:  # e.g. a block layer named downsample under option A
+            raise SpecError(
+                f"{what}: the name {name!r} is already taken in the graph; rename the layer", where
+            )
         in_shapes = [self.graph.nodes[i]["shape"] for i in inputs]
         shape = shapes.infer(op, attrs, in_shapes, what, where)
         self.graph.add_node(
@@ -91,6 +95,12 @@ class _GraphBuilder:
     ) -> str:
         for i, (layer, name) in enumerate(zip(layers, names, strict=True)):
             full = f"{prefix}{name}"
+            if layer.op == "add":  # only a block has a shortcut to add
+                raise SpecError(
+                    f"{full}: add joins a block's shortcut to its branch, so it belongs in a "
+                    "block type's layers, not here",
+                    where(i),
+                )
             x = self.layer(layer, full, x, scope, where.child(i), f"{full} ({layer.op})", **extra)
         return x
 
@@ -128,11 +138,12 @@ class _GraphBuilder:
         stage_names = [s.name for s in self.plan.stages]
         where = root.child("head")
         taken = frozenset({INPUT, *head_names, *stage_names})
-        if len(taken) != 1 + len(set(head_names)) + len(stage_names):
+        if len(taken) != 1 + len(head_names) + len(stage_names):
+            clash = [INPUT, *head_names, *stage_names].count(spec.head.name) > 1
             raise SpecError(
-                "stage and head names must be unique (avgpool, flatten and the fc "
-                "are taken by the head)",
-                root("stages"),
+                "stage and head names must be unique (input, avgpool and flatten are taken, "
+                "and so is the head's name)",
+                root("head", "name") if clash else root("stages"),
             )
         stem_names = layer_names(spec.stem, root.child("stem"), "stem", taken)
         head_layers = layer_names(

@@ -46,6 +46,21 @@ def test_validate_every_shipped_spec() -> None:
     assert "specs/resnet50.yaml: ok (resnet50: 25,557,032 params, 3.86 GMACs)" in lines
 
 
+def test_validate_the_examples() -> None:
+    examples = sorted(str(p.relative_to(REPO)) for p in (SPECS / "examples").glob("*.yaml"))
+    assert examples, "specs/examples/ must hold at least one user-defined block example"
+    result = run_cli("validate", *examples)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": ok (") == len(examples)
+
+
+def test_wide_resnet_example_matches_the_papers_sizes() -> None:
+    # Zagoruyko and Komodakis (2016), Table 1: WRN-28-10 36.5M, WRN-16-4 2.7M parameters
+    spec = "specs/examples/wide_resnet_cifar.yaml"
+    assert round(summary_json(spec)["params"] / 1e6, 1) == 36.5
+    assert round(summary_json(spec, "--set", "n=2", "--set", "k=4")["params"] / 1e6, 1) == 2.7
+
+
 def test_validate_reports_each_spec_and_fails_if_any_is_invalid(write_spec) -> None:
     broken = write_spec(BROKEN)
     result = run_cli("validate", "specs/resnet18.yaml", str(broken), "specs/cifar_resnet20.yaml")
@@ -203,7 +218,9 @@ def test_graph_dot_has_every_node_and_edge(name: str) -> None:
             edges.add((json.loads(match[1]), json.loads(match[2])))
     assert set(nodes) == set(graph.nodes)
     assert edges == set(graph.edges)
-    assert nodes["layer1.0.conv1"].startswith("layer1.0.conv1\\nconv ")
+    assert nodes["layer1.0.conv1"].startswith("layer1.0.conv1\nconv ")
+    # DOT's line break in a label is the two characters \n; \\n would show a backslash
+    assert '[label="layer1.0.conv1\\nconv ' in result.stdout
     clusters = re.findall(r'subgraph "cluster_([^"]+)"', result.stdout)
     assert clusters == list(graph.graph["blocks"])
     assert result.stdout.count("{") == result.stdout.count("}")

@@ -387,6 +387,35 @@ CASES: dict[str, Case] = {
         (11, 5),
         "maxpool4 (maxpool): kernel 2 is larger than its input (height 1, 1 padded)",
     ),
+    "head_named_like_its_pool": case(
+        replaced("head: {classes: 10}", "head: {classes: 10, name: avgpool}"),
+        "avgpool}",
+        "stage and head names must be unique",
+    ),
+    "block_layer_named_like_the_shortcut": case(
+        replaced(
+            "stride_on: conv1",
+            "stride_on: downsample",
+            replaced("{name: conv1, out: width", "{name: downsample, out: width", MINE),
+        ),
+        "A\n",
+        "layer2.0 (mine): shortcut (option A): the name 'layer2.0.downsample' is already taken",
+    ),
+    "add_in_the_stem": case(
+        replaced("  - bn\n", "  - add\n"),
+        "add\n",
+        "add: add joins a block's shortcut to its branch, so it belongs in a block type's layers",
+    ),
+    "add_in_the_head": case(
+        replaced("head: {classes: 10}\n", "head:\n  classes: 10\n  layers:\n    - add\n"),
+        "add\n",
+        "add: add joins a block's shortcut",
+    ),
+    "add_in_a_projection": case(
+        replaced("shortcut: A\n", "shortcut: {option: C, projection: [add]}\n"),
+        "add]",
+        "layer1.0.downsample.0: add joins a block's shortcut",
+    ),
     "groups": case(
         replaced("kernel: 3}", "kernel: 3, groups: 5}"),
         "conv: {out: 16",

@@ -207,6 +207,13 @@ def test_set_a_field_path_with_yaml_values() -> None:
     assert doc.values[("head",)].via == "--set head={classes: 7, name: out}"
 
 
+def test_set_creates_sections_the_spec_leaves_to_defaults() -> None:
+    doc = overridden("init.zero_init_residual=true", "stages.0.shortcut.option=B")
+    assert doc.data["init"] == {"zero_init_residual": True}
+    assert doc.data["stages"][0]["shortcut"] == {"option": "B"}
+    assert doc.values[("init", "zero_init_residual")].via == "--set init.zero_init_residual=true"
+
+
 def test_a_name_that_is_both_a_parameter_and_a_field_is_the_parameter() -> None:
     doc = load.apply_overrides(
         load.parse_yaml("name: x\nparams: {name: 3}\n", "f.yaml"), ["name=4"]
