@@ -40,15 +40,27 @@ def run_process(args: list[str]) -> float:
 
 def interleaved(
     first: Callable[[], float], second: Callable[[], float], repeats: int
-) -> tuple[float, float]:
-    """Medians of `repeats` alternating runs of two timed callables."""
+) -> tuple[list[float], list[float]]:
+    """Times of `repeats` alternating runs of two timed callables, so drifts hit both."""
     a, b = [], []
     for i in range(repeats):
-        pair = (first, second) if i % 2 == 0 else (second, first)
-        times = [fn() for fn in pair]
-        a.append(times[0] if i % 2 == 0 else times[1])
-        b.append(times[1] if i % 2 == 0 else times[0])
-    return statistics.median(a), statistics.median(b)
+        if i % 2 == 0:
+            a.append(first())
+            b.append(second())
+        else:
+            b.append(second())
+            a.append(first())
+    return a, b
+
+
+def ratio(a: list[float], b: list[float]) -> str:
+    """Median ratio, with the ratio of the fastest runs (least disturbed by other load)."""
+    return f"{statistics.median(a) / statistics.median(b):.3f} (fastest runs {min(a) / min(b):.3f})"
+
+
+def ms(times: list[float]) -> str:
+    """Median and fastest time in milliseconds."""
+    return f"{statistics.median(times) * 1e3:.0f} ms (min {min(times) * 1e3:.0f})"
 
 
 def bench_compile(repeats: int) -> None:
@@ -60,7 +72,7 @@ def bench_compile(repeats: int) -> None:
         import_cmd = [sys.executable, "-c", "import yaml, pydantic, jinja2, networkx"]
         run_process(compile_cmd)  # warm the file cache and the .pyc files
         run_process(import_cmd)
-        compile_s, import_s = interleaved(
+        compile_t, import_t = interleaved(
             lambda: run_process(compile_cmd), lambda: run_process(import_cmd), repeats
         )
         probe = (
@@ -71,8 +83,8 @@ def bench_compile(repeats: int) -> None:
         check = subprocess.run(
             [sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, cwd=REPO
         )
-    print(f"compile resnet152: {compile_s * 1e3:.0f} ms, imports alone: {import_s * 1e3:.0f} ms")
-    print(f"compile/imports: {compile_s / import_s:.2f} (target <= 2.5)")
+    print(f"compile resnet152: {ms(compile_t)}, imports alone: {ms(import_t)}")
+    print(f"compile/imports: {ratio(compile_t, import_t)} (target <= 2.5)")
     print(f"torch imported by compile: {check.stdout.split()[-1]} (target False)")
 
 
@@ -113,12 +125,12 @@ def bench_train_step(batch: int, size: int, repeats: int) -> None:
 
     for model in (ours, theirs):
         step(model)()  # warm-up: allocator and oneDNN primitives
-    ours_s, theirs_s = interleaved(timed(step(ours)), timed(step(theirs)), repeats)
+    ours_t, theirs_t = interleaved(timed(step(ours)), timed(step(theirs)), repeats)
     print(
-        f"fwd+bwd resnet50 v1.5, batch {batch} at {size}x{size}: generated {ours_s * 1e3:.0f} ms, "
-        f"reference {theirs_s * 1e3:.0f} ms"
+        f"fwd+bwd resnet50 v1.5, batch {batch} at {size}x{size}: generated {ms(ours_t)}, "
+        f"reference {ms(theirs_t)}"
     )
-    print(f"fwd+bwd generated/reference: {ours_s / theirs_s:.3f} (target <= 1.03)")
+    print(f"fwd+bwd generated/reference: {ratio(ours_t, theirs_t)} (target <= 1.03)")
 
 
 def bench_inference(batch: int, size: int, repeats: int) -> None:
@@ -136,12 +148,15 @@ def bench_inference(batch: int, size: int, repeats: int) -> None:
     x_last = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(fast(x_last), eager(x), rtol=1e-3, atol=1e-3)
-        eager_s, fast_s = interleaved(timed(lambda: eager(x)), timed(lambda: fast(x_last)), repeats)
+        eager_t, fast_t = interleaved(timed(lambda: eager(x)), timed(lambda: fast(x_last)), repeats)
     print(
-        f"inference resnet50 v1.5, batch {batch} at {size}x{size}: eager {eager_s * 1e3:.0f} ms, "
-        f"fold-bn + channels_last {fast_s * 1e3:.0f} ms"
+        f"inference resnet50 v1.5, batch {batch} at {size}x{size}: eager {ms(eager_t)}, "
+        f"fold-bn + channels_last {ms(fast_t)}"
     )
-    print(f"inference speedup fold-bn+channels_last/eager: {eager_s / fast_s:.2f} (target > 1.0)")
+    print(
+        f"inference speedup eager/(fold-bn + channels_last): {ratio(eager_t, fast_t)}"
+        " (target > 1.0)"
+    )
 
 
 def main() -> None:
@@ -149,8 +164,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=9, help="timed runs per side")
+    parser.add_argument("--repeats", type=int, default=11, help="timed runs per side")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: torch's default); 1 is steadier on a shared machine",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     bench_compile(max(args.repeats // 2, 5))
     bench_train_step(args.batch, args.size, args.repeats)
