@@ -1,0 +1,184 @@
+"""Benchmark the PyTorch backend against its targets (issue 3); run `python -m bench.bench_pytorch`.
+
+Every figure is a ratio measured in this one run, with runs interleaved and medians taken,
+so a busy or slow machine moves both sides alike:
+  (a) `resgraph compile specs/resnet152.yaml` as a process vs importing its dependencies,
+      and compile does not import torch;
+  (b) the generated ResNet-50 (v1.5) forward+backward vs the torchvision-style reference;
+  (c) inference with --fold-bn and channels_last vs the unfolded eager model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bench.reference_resnet import reference
+from resgraph.backends.pytorch import Options, render_module
+from resgraph.pipeline import compile_spec
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def run_process(args: list[str]) -> float:
+    """Wall time of one child process, which must succeed."""
+    start = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True, env=ENV, cwd=REPO)
+    return time.perf_counter() - start
+
+
+def interleaved(
+    first: Callable[[], float], second: Callable[[], float], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Times of `repeats` alternating runs of two timed callables, so drifts hit both."""
+    a, b = [], []
+    for i in range(repeats):
+        if i % 2 == 0:
+            a.append(first())
+            b.append(second())
+        else:
+            b.append(second())
+            a.append(first())
+    return a, b
+
+
+def ratio(a: list[float], b: list[float]) -> str:
+    """Median ratio, with the ratio of the fastest runs (least disturbed by other load)."""
+    return f"{statistics.median(a) / statistics.median(b):.3f} (fastest runs {min(a) / min(b):.3f})"
+
+
+def ms(times: list[float]) -> str:
+    """Median and fastest time in milliseconds."""
+    return f"{statistics.median(times) * 1e3:.0f} ms (min {min(times) * 1e3:.0f})"
+
+
+def bench_compile(repeats: int) -> None:
+    """(a) The compile command as a whole process, against the bare imports it needs."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = str(Path(folder) / "resnet152.py")
+        spec = str(REPO / "specs" / "resnet152.yaml")
+        compile_cmd = [sys.executable, "-m", "resgraph", "compile", spec, "-o", out]
+        import_cmd = [sys.executable, "-c", "import yaml, pydantic, jinja2, networkx"]
+        run_process(compile_cmd)  # warm the file cache and the .pyc files
+        run_process(import_cmd)
+        compile_t, import_t = interleaved(
+            lambda: run_process(compile_cmd), lambda: run_process(import_cmd), repeats
+        )
+        probe = (
+            "import sys; from resgraph.cli import main; "
+            f"code = main(['compile', {spec!r}, '-o', {out!r}]); "
+            "print(code, 'torch' in sys.modules)"
+        )
+        check = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, cwd=REPO
+        )
+    print(f"compile resnet152: {ms(compile_t)}, imports alone: {ms(import_t)}")
+    print(f"compile/imports: {ratio(compile_t, import_t)} (target <= 2.5)")
+    print(f"torch imported by compile: {check.stdout.split()[-1]} (target False)")
+
+
+def load_generated(source: str, name: str) -> types.ModuleType:
+    """Execute generated source as a module."""
+    module = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+    return module
+
+
+def timed(step: Callable[[], object]) -> Callable[[], float]:
+    """A callable that runs `step` once and returns its wall time."""
+
+    def run() -> float:
+        start = time.perf_counter()
+        step()
+        return time.perf_counter() - start
+
+    return run
+
+
+def bench_train_step(batch: int, size: int, repeats: int) -> None:
+    """(b) forward+backward of generated/resnet50_v1_5.py vs reference('resnet50')."""
+    from generated.resnet50_v1_5 import build_model
+
+    torch.manual_seed(0)
+    theirs = reference("resnet50").train()
+    ours = build_model().train()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(batch, 3, size, size)
+
+    def step(model: torch.nn.Module) -> Callable[[], object]:
+        def run() -> None:
+            model.zero_grad(set_to_none=True)
+            model(x).sum().backward()
+
+        return run
+
+    for model in (ours, theirs):
+        step(model)()  # warm-up: allocator and oneDNN primitives
+    ours_t, theirs_t = interleaved(timed(step(ours)), timed(step(theirs)), repeats)
+    print(
+        f"fwd+bwd resnet50 v1.5, batch {batch} at {size}x{size}: generated {ms(ours_t)}, "
+        f"reference {ms(theirs_t)}"
+    )
+    print(f"fwd+bwd generated/reference: {ratio(ours_t, theirs_t)} (target <= 1.03)")
+
+
+def bench_inference(batch: int, size: int, repeats: int) -> None:
+    """(c) eval-mode inference: --fold-bn with channels_last vs the unfolded eager model."""
+    compiled = compile_spec(REPO / "specs" / "resnet50_v1_5.yaml")
+    plain = load_generated(render_module(compiled), "plain")
+    folded = load_generated(
+        render_module(compiled, Options(fold_bn=True, channels_last=True)), "folded"
+    )
+    torch.manual_seed(0)
+    eager = plain.build_model().eval()
+    fast = folded.build_model().eval()
+    fast.load_state_dict(folded.fold_batchnorm(eager.state_dict()), strict=True)
+    x = torch.randn(batch, 3, size, size)
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x_last), eager(x), rtol=1e-3, atol=1e-3)
+        eager_t, fast_t = interleaved(timed(lambda: eager(x)), timed(lambda: fast(x_last)), repeats)
+    print(
+        f"inference resnet50 v1.5, batch {batch} at {size}x{size}: eager {ms(eager_t)}, "
+        f"fold-bn + channels_last {ms(fast_t)}"
+    )
+    print(
+        f"inference speedup eager/(fold-bn + channels_last): {ratio(eager_t, fast_t)}"
+        " (target > 1.0)"
+    )
+
+
+def main() -> None:
+    """Run the three benchmarks and print each ratio beside its target."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=11, help="timed runs per side")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: torch's default); 1 is steadier on a shared machine",
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    bench_compile(max(args.repeats // 2, 5))
+    bench_train_step(args.batch, args.size, args.repeats)
+    bench_inference(args.batch, args.size, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
