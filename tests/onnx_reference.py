@@ -12,11 +12,14 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 
 from resgraph.backends.onnx_weights import Weights, he_init
 from resgraph.spec import Init
+
+FP32_TOLERANCE = 1e-4  # max abs difference allowed between onnxruntime and the reference
 
 Tensors = Mapping[str, torch.Tensor]
 Op = Callable[[Tensors, str, Mapping[str, Any], list[torch.Tensor]], torch.Tensor]
@@ -98,3 +101,9 @@ def trained_like_weights(graph: nx.DiGraph, seed: int) -> Weights:
         weights[f"{name}.running_mean"] = rng.normal(0.0, 0.1, c).astype(np.float32)
         weights[f"{name}.running_var"] = rng.uniform(0.5, 2.0, c).astype(np.float32)
     return weights
+
+
+def run_onnx(model: bytes | str, x: np.ndarray) -> np.ndarray:
+    """The `logits` onnxruntime's CPU provider computes for `x` (model bytes or a file path)."""
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input": x})[0]

@@ -11,10 +11,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from conftest import SPECS
-from onnx_reference import reference_logits, trained_like_weights
+from onnx_reference import FP32_TOLERANCE, reference_logits, run_onnx, trained_like_weights
 
 from resgraph.backends.onnx_export import build_model
 from resgraph.backends.onnx_weights import Weights
@@ -22,7 +21,6 @@ from resgraph.pipeline import Compiled, compile_spec
 
 SPEC_PATHS = sorted(SPECS.glob("*.yaml"))
 SMALL = ["input.height=64", "input.width=64"]
-FP32_TOLERANCE = 1e-4
 FP16_RELATIVE_TOLERANCE = 1e-2
 VARIANTS = {"fp32": {}, "fp32-folded": {"fold_bn": True}, "fp16": {"fp16": True}}
 
@@ -37,12 +35,6 @@ def _case(path: Path) -> tuple[Compiled, Weights, np.ndarray, np.ndarray]:
     shape = (2, *compiled.graph.nodes["input"]["shape"])
     x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
     return compiled, weights, x, reference_logits(compiled.graph, weights, x)
-
-
-def run_onnx(model_bytes: bytes | str, x: np.ndarray) -> np.ndarray:
-    """The `logits` onnxruntime's CPU provider computes for `x`."""
-    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"input": x})[0]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

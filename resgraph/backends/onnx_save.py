@@ -19,6 +19,9 @@ PROTOBUF_LIMIT = 2**31 - 1
 GRAPH_HEADROOM = 64 * 2**20  # room left under the limit for the nodes themselves
 EXTERNAL_THRESHOLD = PROTOBUF_LIMIT - GRAPH_HEADROOM
 ALIGN = 4096  # page-aligned offsets let onnxruntime memory-map external tensors
+# Tensors under 1 KiB stay inline, as with onnx's own converter: shape inference and
+# TensorRT's parser read Slice and Pad indices as constants only from there.
+INLINE_BELOW = 1024
 
 
 def _initializer(model: onnx.ModelProto, name: str, array: np.ndarray) -> TensorProto:
@@ -40,10 +43,12 @@ def attach_inline(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> o
 def attach_external(
     model: onnx.ModelProto, arrays: Mapping[str, np.ndarray], location: str
 ) -> bytes:
-    """Point `model`'s initializers into a data file named `location`; return that file's bytes."""
+    """Point `model`'s large initializers into a file named `location`; return that file's bytes."""
+    large = {name: array for name, array in arrays.items() if array.nbytes >= INLINE_BELOW}
+    attach_inline(model, {name: array for name, array in arrays.items() if name not in large})
     chunks: list[bytes | np.ndarray] = []
     offset = 0
-    for name, array in arrays.items():
+    for name, array in large.items():
         gap = -offset % ALIGN
         chunks.append(bytes(gap))
         offset += gap

@@ -123,7 +123,7 @@ def load_weights(path: Path, graph: nx.DiGraph) -> Weights:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for unreadable or unsafe pickles
-        raise SpecError(f"cannot read weights: {str(exc).splitlines()[0]}", where) from None
+        raise SpecError(f"cannot read weights: {_first_line(exc)}", where) from None
     state = _state_dict(loaded, where)
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
@@ -133,6 +133,12 @@ def load_weights(path: Path, graph: nx.DiGraph) -> Weights:
         k: v.numpy() if k.endswith("num_batches_tracked") else v.float().numpy()
         for k, v in state.items()
     }
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception as one line of text, by its type where it carries no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _state_dict(loaded: Any, where: Location) -> Mapping[str, Any]:
