@@ -45,12 +45,21 @@ def _x(compiled: Compiled) -> np.ndarray:
     return np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
 
 
-@pytest.mark.parametrize("wrap", [False, True], ids=["state_dict", "checkpoint"])
+@pytest.mark.parametrize(
+    ("wrap", "zipped"),
+    [(False, True), (True, True), (False, False)],
+    ids=["state_dict", "checkpoint", "legacy-format"],
+)
 def test_weights_file_gives_the_reference_output(
-    r20: Compiled, r20_weights: Weights, tmp_path: Path, wrap: bool
+    r20: Compiled, r20_weights: Weights, tmp_path: Path, wrap: bool, zipped: bool
 ) -> None:
     state = _tensors(r20_weights)
-    weights = _save({"model": state, "epoch": 7} if wrap else state, tmp_path / "w.pt")
+    weights = tmp_path / "w.pt"
+    torch.save(
+        {"model": state, "epoch": 7} if wrap else state,
+        weights,
+        _use_new_zipfile_serialization=zipped,
+    )
     out = tmp_path / "r20.onnx"
     compile_onnx(r20, output=out, weights=weights, fold_bn=True)
     onnx.checker.check_model(str(out), full_check=True)

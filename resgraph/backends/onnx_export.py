@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from resgraph import __version__
-from resgraph.backends.onnx_save import EXTERNAL_THRESHOLD, attach_inline, save_model
+from resgraph.backends.onnx_save import EXTERNAL_THRESHOLD, save_model, serialize
 from resgraph.backends.onnx_weights import BN_KEYS, Weights, fold_bn, he_init, load_weights
 from resgraph.errors import Location, SpecError
 
@@ -54,7 +54,9 @@ class _Emitter:
 
     def array(self, key: str, value: np.ndarray) -> str:
         """Add an initializer, in the model's precision unless it holds integers."""
-        self.arrays[key] = value if value.dtype == np.int64 else value.astype(self.dtype)
+        self.arrays[key] = (
+            value if value.dtype == np.int64 else value.astype(self.dtype, copy=False)
+        )
         return key
 
     def param(self, key: str) -> str:
@@ -225,9 +227,9 @@ def emit(
 
 
 def build_model(compiled: Compiled, weights: Weights, **options: Any) -> onnx.ModelProto:
-    """The complete in-memory model (initializers inline); `options` as for `emit`."""
+    """The complete model in memory, parsed from the bytes `compile_onnx` would write."""
     model, arrays = emit(compiled, weights, **options)
-    return attach_inline(model, arrays)
+    return onnx.load_model_from_string(serialize(model, arrays))
 
 
 def compile_onnx(

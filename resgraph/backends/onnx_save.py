@@ -1,7 +1,10 @@
-"""Attaching initializers to an ONNX model and writing it atomically, inline or as external data.
+"""Serializing an ONNX model with its initializers and writing it atomically.
 
-A protobuf message cannot pass 2 GB, so bigger models keep their tensors in a side file
-`<output>.data` (ONNX external data) that onnxruntime and TensorRT read beside the model.
+Weights dominate a model's bytes, so they never pass through protobuf: the model is
+serialized without them and each tensor is appended as a further `graph` field, which
+protobuf merges into the first (repeated fields concatenate). Each array's data is thus
+copied once, into the output. A protobuf message cannot pass 2 GB, so bigger models keep
+their tensors in a side file `<output>.data` (ONNX external data) read beside the model.
 """
 
 from __future__ import annotations
@@ -23,42 +26,61 @@ ALIGN = 4096  # page-aligned offsets let onnxruntime memory-map external tensors
 # TensorRT's parser read Slice and Pad indices as constants only from there.
 INLINE_BELOW = 1024
 
-
-def _initializer(model: onnx.ModelProto, name: str, array: np.ndarray) -> TensorProto:
-    """A new initializer of `model` with the name, type and shape of `array`, and no data yet."""
-    tensor = model.graph.initializer.add()
-    tensor.name = name
-    tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
-    tensor.dims.extend(array.shape)
-    return tensor
+GRAPH = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+INITIALIZER = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+RAW_DATA = TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
 
 
-def attach_inline(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """`model` with every array stored in it as a raw initializer."""
+def _length_delimited(field: int, length: int) -> bytes:
+    """A protobuf key for a length-delimited `field` followed by its payload's length."""
+    out = bytearray()
+    for value in (field << 3 | 2, length):
+        while value > 0x7F:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out)
+
+
+def _header(name: str, array: np.ndarray) -> TensorProto:
+    """A tensor with the name, type and shape of `array` and no data yet."""
+    dtype = helper.np_dtype_to_tensor_dtype(array.dtype)
+    return TensorProto(name=name, data_type=dtype, dims=array.shape)
+
+
+def serialize(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> bytes:
+    """`model`'s bytes with `arrays` appended as raw initializers, each copied once."""
+    chunks: list[bytes | np.ndarray] = [model.SerializeToString()]
     for name, array in arrays.items():
-        _initializer(model, name, array).raw_data = np.ascontiguousarray(array).tobytes()
-    return model
+        data = np.ascontiguousarray(array)
+        header = _header(name, data).SerializeToString()
+        raw = _length_delimited(RAW_DATA, data.nbytes)
+        tensor = _length_delimited(INITIALIZER, len(header) + len(raw) + data.nbytes)
+        graph = _length_delimited(GRAPH, len(tensor) + len(header) + len(raw) + data.nbytes)
+        chunks += [graph, tensor, header, raw, data]
+    return b"".join(chunks)
 
 
-def attach_external(
+def externalize(
     model: onnx.ModelProto, arrays: Mapping[str, np.ndarray], location: str
-) -> bytes:
-    """Point `model`'s large initializers into a file named `location`; return that file's bytes."""
+) -> tuple[bytes, bytes]:
+    """The model's bytes, large tensors pointing into a file `location`, and that file's bytes."""
     large = {name: array for name, array in arrays.items() if array.nbytes >= INLINE_BELOW}
-    attach_inline(model, {name: array for name, array in arrays.items() if name not in large})
+    small = {name: array for name, array in arrays.items() if name not in large}
     chunks: list[bytes | np.ndarray] = []
     offset = 0
     for name, array in large.items():
         gap = -offset % ALIGN
         chunks.append(bytes(gap))
         offset += gap
-        tensor = _initializer(model, name, array)
+        tensor = model.graph.initializer.add()
+        tensor.CopyFrom(_header(name, array))
         tensor.data_location = TensorProto.EXTERNAL
         for key, value in (("location", location), ("offset", offset), ("length", array.nbytes)):
             tensor.external_data.add(key=key, value=str(value))
         chunks.append(np.ascontiguousarray(array))
         offset += array.nbytes
-    return b"".join(chunks)
+    return serialize(model, small), b"".join(chunks)
 
 
 def save_model(
@@ -69,12 +91,13 @@ def save_model(
 ) -> None:
     """Write `model` with `arrays` as initializers, in a `.data` file past the threshold."""
     if sum(a.nbytes for a in arrays.values()) <= external_threshold:
-        write_atomic(output, attach_inline(model, arrays).SerializeToString())
+        write_atomic(output, serialize(model, arrays))
         return
     data_path = output.with_name(f"{output.name}.data")
-    write_atomic(data_path, attach_external(model, arrays, data_path.name))
+    model_bytes, data = externalize(model, arrays, data_path.name)
+    write_atomic(data_path, data)
     try:
-        write_atomic(output, model.SerializeToString())
+        write_atomic(output, model_bytes)
     except BaseException:
         data_path.unlink(missing_ok=True)
         raise

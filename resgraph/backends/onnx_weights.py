@@ -8,6 +8,7 @@ only to read a weights file; everything else here is numpy.
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,9 @@ def load_weights(path: Path, graph: nx.DiGraph) -> Weights:
     if not path.is_file():
         raise SpecError("weights file not found", where)
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap spares a copy of every tensor; torch allows it for its (default) zip format only
+        mmap = zipfile.is_zipfile(path)
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many kinds for unreadable or unsafe pickles
         raise SpecError(f"cannot read weights: {_first_line(exc)}", where) from None
     state = _state_dict(loaded, where)
