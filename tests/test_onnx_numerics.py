@@ -1,8 +1,9 @@
 """onnxruntime (CPU) runs every shipped spec as the torch.nn.functional reference does.
 
-ImageNet specs run at 64x64 to keep CI fast; the graph is the same at any size. fp32
-must agree to 1e-4. fp16 rounds every weight and activation to 11 significant bits over
-up to 150 layers, so it must agree to 1% of the largest logit (measured: under 0.1%).
+ImageNet specs run at 32x32 (1x1 maps after the last stage) to keep CI fast; the graph
+is the same at any size. fp32 must agree to 1e-4. fp16 rounds every weight and activation
+to 11 significant bits over up to 1202 layers, so it must agree to 1% of the largest
+logit (measured on these specs: at most 0.11%, so 1% leaves a 9x margin).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from resgraph.backends.onnx_weights import Weights
 from resgraph.pipeline import Compiled, compile_spec
 
 SPEC_PATHS = sorted(SPECS.glob("*.yaml"))
-SMALL = ["input.height=64", "input.width=64"]
+SMALL = ["input.height=32", "input.width=32"]
 FP16_RELATIVE_TOLERANCE = 1e-2
 VARIANTS = {"fp32": {}, "fp32-folded": {"fold_bn": True}, "fp16": {"fp16": True}}
 
@@ -29,7 +30,7 @@ VARIANTS = {"fp32": {}, "fp32-folded": {"fold_bn": True}, "fp16": {"fp16": True}
 def _case(path: Path) -> tuple[Compiled, Weights, np.ndarray, np.ndarray]:
     """A spec at a small input, weights away from identity, a batch of 2 and the reference."""
     compiled = compile_spec(path)
-    if compiled.graph.nodes["input"]["shape"][1] > 64:
+    if compiled.graph.nodes["input"]["shape"][1] > 32:
         compiled = compile_spec(path, SMALL)
     weights = trained_like_weights(compiled.graph, seed=0)
     shape = (2, *compiled.graph.nodes["input"]["shape"])
