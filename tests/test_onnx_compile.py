@@ -14,10 +14,12 @@ import torch
 from conftest import REPO, SPECS
 from onnx_reference import FP32_TOLERANCE, reference_logits, run_onnx, trained_like_weights
 
+from resgraph.backends import onnx_save
 from resgraph.backends.onnx_export import compile_onnx
 from resgraph.backends.onnx_save import ALIGN
 from resgraph.backends.onnx_weights import Weights, expected_shapes, he_init
 from resgraph.errors import SpecError
+from resgraph.output import write_atomic
 from resgraph.pipeline import Compiled, compile_spec
 
 
@@ -184,14 +186,19 @@ def test_external_data_holds_the_weights_beside_the_model(
 
 
 def test_external_data_is_removed_when_the_model_cannot_be_written(
-    r20: Compiled, tmp_path: Path
+    r20: Compiled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "r20.onnx"
-    out.mkdir()  # a folder where the model file should go: the final rename fails
-    with pytest.raises(OSError):
+
+    def disk_full_for_the_model(path: Path, content: bytes) -> None:
+        if path == out:
+            raise OSError(28, "No space left on device")
+        write_atomic(path, content)
+
+    monkeypatch.setattr(onnx_save, "write_atomic", disk_full_for_the_model)
+    with pytest.raises(OSError, match="No space left"):
         compile_onnx(r20, output=out, external_threshold=0)
-    assert [p.name for p in tmp_path.iterdir()] == ["r20.onnx"]
-    assert list(out.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_compiling_without_weights_never_imports_torch(tmp_path: Path) -> None:

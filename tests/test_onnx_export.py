@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import onnx
 import pytest
@@ -144,3 +145,15 @@ def test_model_records_its_spec() -> None:
     props = {p.key: p.value for p in model.metadata_props}
     assert props == {"resgraph.spec": "resnet18", "resgraph.spec_hash": compiled.content_hash}
     assert model.graph.name == "resnet18"
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_a_head_named_logits_gives_one_logits_tensor(
+    write_spec: Callable[[str], Path], fp16: bool
+) -> None:
+    spec = f"extends: {SPECS / 'cifar_resnet20.yaml'}\nhead: {{classes: 10, name: logits}}\n"
+    model = _model(compile_spec(write_spec(spec)), fp16=fp16)
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.name for n in model.graph.node if "logits" in n.output] == [
+        "logits/fp32" if fp16 else "logits"
+    ]

@@ -195,21 +195,23 @@ def emit(
     """The model without initializers, and the arrays to attach as them (inline or external)."""
     _check_options(opset, static_batch)
     graph = compiled.graph
-    last = "logits/fp32" if fp16 else graph.graph["output"]  # the node that writes `logits`
+    head = graph.graph["output"]
+    # fp16: the head writes `<head>/fp16` and a Cast `logits`, whatever the head is called
+    renamed = {head: f"{head}/fp16", "logits/fp32": OUTPUT} if fp16 else {head: OUTPUT}
     em = _Emitter(
         graph,
         weights,
         dtype=np.float16 if fp16 else np.float32,
         folds=_foldable(graph) if fold_bn else {},
-        renamed={last: OUTPUT},
+        renamed=renamed,
     )
     source = em.node("Cast", "input/fp16", [INPUT], to=TensorProto.FLOAT16) if fp16 else INPUT
     out = em.run(source)
     if fp16:
-        em.node("Cast", last, [out], to=TensorProto.FLOAT)
+        em.node("Cast", "logits/fp32", [out], to=TensorProto.FLOAT)
     batch = static_batch or BATCH
     inputs = [_float_io(INPUT, batch, graph.nodes["input"]["shape"])]
-    outputs = [_float_io(OUTPUT, batch, graph.nodes[graph.graph["output"]]["shape"])]
+    outputs = [_float_io(OUTPUT, batch, graph.nodes[head]["shape"])]
     onnx_graph = helper.make_graph(em.nodes, graph.graph["spec"].name, inputs, outputs)
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(
