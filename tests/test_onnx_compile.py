@@ -190,7 +190,7 @@ def test_external_data_is_removed_when_the_model_cannot_be_written(
 ) -> None:
     out = tmp_path / "r20.onnx"
 
-    def disk_full_for_the_model(path: Path, content: bytes) -> None:
+    def disk_full_for_the_model(path: Path, content: list[onnx_save.Chunk]) -> None:
         if path == out:
             raise OSError(28, "No space left on device")
         write_atomic(path, content)

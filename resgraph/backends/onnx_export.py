@@ -231,7 +231,7 @@ def emit(
 def build_model(compiled: Compiled, weights: Weights, **options: Any) -> onnx.ModelProto:
     """The complete model in memory, parsed from the bytes `compile_onnx` would write."""
     model, arrays = emit(compiled, weights, **options)
-    return onnx.load_model_from_string(serialize(model, arrays))
+    return onnx.load_model_from_string(b"".join(serialize(model, arrays)))
 
 
 def compile_onnx(

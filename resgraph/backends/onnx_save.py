@@ -2,9 +2,10 @@
 
 Weights dominate a model's bytes, so they never pass through protobuf: the model is
 serialized without them and each tensor is appended as a further `graph` field, which
-protobuf merges into the first (repeated fields concatenate). Each array's data is thus
-copied once, into the output. A protobuf message cannot pass 2 GB, so bigger models keep
-their tensors in a side file `<output>.data` (ONNX external data) read beside the model.
+protobuf merges into the first (repeated fields concatenate). The bytes go to disk as
+chunks, so each array's data is copied once: into the file. A protobuf message cannot
+pass 2 GB, so bigger models keep their tensors in a side file `<output>.data` (ONNX
+external data) read beside the model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ GRAPH = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
 INITIALIZER = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
 RAW_DATA = TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
 
+Chunk = bytes | memoryview
+
 
 def _length_delimited(field: int, length: int) -> bytes:
     """A protobuf key for a length-delimited `field` followed by its payload's length."""
@@ -48,26 +51,26 @@ def _header(name: str, array: np.ndarray) -> TensorProto:
     return TensorProto(name=name, data_type=dtype, dims=array.shape)
 
 
-def serialize(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> bytes:
-    """`model`'s bytes with `arrays` appended as raw initializers, each copied once."""
-    chunks: list[bytes | np.ndarray] = [model.SerializeToString()]
+def serialize(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray]) -> list[Chunk]:
+    """`model`'s bytes with `arrays` appended as raw initializers, in chunks to write in turn."""
+    chunks: list[Chunk] = [model.SerializeToString()]
     for name, array in arrays.items():
         data = np.ascontiguousarray(array)
         header = _header(name, data).SerializeToString()
         raw = _length_delimited(RAW_DATA, data.nbytes)
         tensor = _length_delimited(INITIALIZER, len(header) + len(raw) + data.nbytes)
         graph = _length_delimited(GRAPH, len(tensor) + len(header) + len(raw) + data.nbytes)
-        chunks += [graph, tensor, header, raw, data]
-    return b"".join(chunks)
+        chunks += [graph, tensor, header, raw, memoryview(data)]
+    return chunks
 
 
 def externalize(
     model: onnx.ModelProto, arrays: Mapping[str, np.ndarray], location: str
 ) -> tuple[bytes, bytes]:
-    """The model's bytes, large tensors pointing into a file `location`, and that file's bytes."""
+    """The model's chunks, large tensors pointing into a file `location`, and that file's."""
     large = {name: array for name, array in arrays.items() if array.nbytes >= INLINE_BELOW}
     small = {name: array for name, array in arrays.items() if name not in large}
-    chunks: list[bytes | np.ndarray] = []
+    chunks: list[Chunk] = []
     offset = 0
     for name, array in large.items():
         gap = -offset % ALIGN
@@ -78,9 +81,9 @@ def externalize(
         tensor.data_location = TensorProto.EXTERNAL
         for key, value in (("location", location), ("offset", offset), ("length", array.nbytes)):
             tensor.external_data.add(key=key, value=str(value))
-        chunks.append(np.ascontiguousarray(array))
+        chunks.append(memoryview(np.ascontiguousarray(array)))
         offset += array.nbytes
-    return serialize(model, small), b"".join(chunks)
+    return serialize(model, small), chunks
 
 
 def save_model(
