@@ -133,7 +133,7 @@ def load_weights(path: Path, graph: nx.DiGraph) -> Weights:
         raise SpecError(f"weights that are not tensors: {_listed(not_tensors)}", where)
     check_shapes({k: tuple(v.shape) for k, v in state.items()}, expected_shapes(graph), where)
     return {
-        k: v.numpy() if k.endswith("num_batches_tracked") else v.float().numpy()
+        k: v.detach().numpy() if k.endswith("num_batches_tracked") else v.detach().float().numpy()
         for k, v in state.items()
     }
 
