@@ -8,10 +8,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from resgraph import __version__
 from resgraph.errors import SpecError
 from resgraph.expand import DEFAULT_MAX_NODES
+
+if TYPE_CHECKING:
+    from resgraph.pipeline import Compiled
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -118,35 +122,80 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    """Compile specs to PyTorch source (or ONNX); with --check, report stale outputs instead."""
-    from resgraph.backends.pytorch import Options, output_name, render_module
-    from resgraph.output import inside, write_atomic
+    """Compile specs to PyTorch source or ONNX; with --check, report stale outputs instead."""
+    from resgraph.backends.pytorch import output_name
+    from resgraph.output import inside
 
     if args.output and len(args.specs) > 1:
         print("resgraph compile: -o/--output takes a single spec", file=sys.stderr)
         return 2
-    stale = 0
+    onnx_only = [
+        flag
+        for flag, on in (
+            ("--weights", args.weights),
+            ("--fp16", args.fp16),
+            ("--static-batch", args.static_batch),
+        )
+        if on
+    ]
+    if args.target == "pytorch" and onnx_only:
+        print(f"resgraph compile: {', '.join(onnx_only)}: only with --target onnx", file=sys.stderr)
+        return 2
+    if args.target == "onnx" and args.check:
+        print("resgraph compile: --check compares generated PyTorch source", file=sys.stderr)
+        return 2
     if args.head == "fcn":
         args.overrides = ["head.kind=fcn", *args.overrides]
+    stale = 0
     for spec in args.specs:
         compiled = _compile(args, spec)
-        options = Options(fold_bn=args.fold_bn, channels_last=args.channels_last)
+        name = output_name(compiled, args.head)
+        if args.target == "onnx":
+            name = name.removesuffix(".py") + ".onnx"
         if args.output:
             target = Path(args.output)
         else:
-            inside(Path(args.out_dir), output_name(compiled, args.head))  # refuses escapes
-            target = Path(args.out_dir) / output_name(compiled, args.head)
-        source = render_module(compiled, options, overrides=args.overrides)
-        if args.check:
-            current = target.read_text(encoding="utf-8") if target.is_file() else None
-            if current != source:
-                stale += 1
-                state = "missing" if current is None else "stale"
-                print(f"{target}: {state}; run resgraph compile {spec}", file=sys.stderr)
+            inside(Path(args.out_dir), name)  # refuses names escaping the folder
+            target = Path(args.out_dir) / name
+        if args.target == "onnx":
+            _write_onnx(args, compiled, target)
+        elif _write_pytorch(args, compiled, target):
+            stale += 1
+            state = "missing" if not target.is_file() else "stale"
+            print(f"{target}: {state}; run resgraph compile {spec}", file=sys.stderr)
             continue
-        write_atomic(target, source)
-        print(f"{spec} -> {target}")
+        if not args.check:
+            print(f"{spec} -> {target}")
     return 1 if stale else 0
+
+
+def _write_pytorch(args: argparse.Namespace, compiled: Compiled, target: Path) -> bool:
+    """Write (or with --check compare) the PyTorch source; True if --check finds it stale."""
+    from resgraph.backends.pytorch import Options, render_module
+    from resgraph.output import write_atomic
+
+    options = Options(fold_bn=args.fold_bn, channels_last=args.channels_last)
+    source = render_module(compiled, options, overrides=args.overrides)
+    if args.check:
+        current = target.read_text(encoding="utf-8") if target.is_file() else None
+        return current != source
+    write_atomic(target, source)
+    return False
+
+
+def _write_onnx(args: argparse.Namespace, compiled: Compiled, target: Path) -> None:
+    from resgraph.backends.onnx_export import compile_onnx
+
+    compile_onnx(
+        compiled,
+        output=target,
+        weights=Path(args.weights) if args.weights else None,
+        seed=args.seed,
+        opset=args.opset,
+        fold_bn=args.fold_bn,
+        fp16=args.fp16,
+        static_batch=args.static_batch,
+    )
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -226,6 +275,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fold-bn", action="store_true", help="inference variant: fold BN into the preceding conv"
+    )
+    p.add_argument(
+        "--target",
+        choices=["pytorch", "onnx"],
+        default="pytorch",
+        help="pytorch: generated/<name>.py (default); onnx: an ONNX model",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="onnx: a state_dict or training checkpoint (.pt/.pth) keyed like the "
+        "generated module; without it, He-init from --seed",
+    )
+    p.add_argument("--seed", type=int, default=0, help="onnx: seed of the He-init (default 0)")
+    p.add_argument("--opset", type=int, default=17, help="onnx: opset version (default 17)")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="onnx: half-precision weights and activations (input/logits stay fp32)",
+    )
+    p.add_argument(
+        "--static-batch",
+        type=int,
+        metavar="N",
+        help="onnx: a fixed batch size instead of a dynamic batch axis",
     )
     p.add_argument(
         "--head",

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from resgraph.errors import Location, SpecError
 
 
-def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write `content` to `path` through a temp file in the same folder, then rename."""
+def write_atomic(path: Path, content: str | bytes | Iterable[bytes | memoryview]) -> None:
+    """Write `content` to `path` through a temp file in the same folder, then rename.
+
+    `content` may come in chunks, so that large outputs (ONNX weights) are never joined
+    into one more copy in memory.
+    """
     if path.is_dir():
         raise SpecError(f"{path} is a folder; give a file name", Location(str(path)))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,7 +25,7 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            handle.writelines([data] if isinstance(data, bytes) else data)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

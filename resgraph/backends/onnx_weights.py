@@ -1,0 +1,179 @@
+"""Weights for the ONNX backend: He-init with numpy, or a PyTorch state_dict checked by name.
+
+Keys are resgraph's node names plus PyTorch's parameter suffixes, so the state_dict of the
+generated module (torchvision's, for the standard specs) loads as it is. torch is imported
+only to read a weights file; everything else here is numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from resgraph.errors import Location, SpecError
+from resgraph.spec import Init
+
+Weights = dict[str, np.ndarray]
+Shapes = dict[str, tuple[int, ...]]
+
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+SHOWN = 5  # names listed per kind of mismatch before "and N more"
+
+
+def node_shapes(name: str, node: Mapping[str, Any]) -> Shapes:
+    """The state_dict keys of one node with their shapes (none for parameter-free ops)."""
+    op, attrs = node["op"], node["attrs"]
+    shapes: Shapes = {}
+    if op == "conv":
+        k = attrs["kernel"]
+        shapes[f"{name}.weight"] = (attrs["out"], node["in_shapes"][0][0] // attrs["groups"], k, k)
+    elif op == "linear":
+        shapes[f"{name}.weight"] = (attrs["out"], node["in_shapes"][0][0])
+    elif op == "bn":
+        shapes.update({f"{name}.{key}": node["shape"][:1] for key in BN_KEYS})
+        shapes[f"{name}.num_batches_tracked"] = ()
+    elif op == "se":  # two 1x1 convs with biases, as the generated SqueezeExcite holds them
+        c, hidden = node["shape"][0], attrs["hidden"]
+        shapes.update(
+            {
+                f"{name}.fc1.weight": (hidden, c, 1, 1),
+                f"{name}.fc1.bias": (hidden,),
+                f"{name}.fc2.weight": (c, hidden, 1, 1),
+                f"{name}.fc2.bias": (c,),
+            }
+        )
+    if attrs.get("bias"):
+        shapes[f"{name}.bias"] = (attrs["out"],)
+    return shapes
+
+
+def expected_shapes(graph: nx.DiGraph) -> Shapes:
+    """Every state_dict key of the generated module with its shape: what weights must hold."""
+    shapes: Shapes = {}
+    for name, node in graph.nodes(data=True):
+        shapes.update(node_shapes(name, node))
+    return shapes
+
+
+def he_init(graph: nx.DiGraph, init: Init, seed: int) -> Weights:
+    """Fresh weights as torchvision initialises a ResNet, drawn by numpy from `seed`."""
+    rng = np.random.default_rng(seed)
+    weights: Weights = {}
+    for name, node in graph.nodes(data=True):
+        shapes = node_shapes(name, node)
+        if node["op"] == "bn":
+            zero = init.zero_init_residual and node.get("residual_bn", False)
+            weights.update({k: _bn_init(k.rsplit(".", 1)[1], s, zero) for k, s in shapes.items()})
+        elif node["op"] == "se":
+            for fc in ("fc1", "fc2"):
+                sub = {k: s for k, s in shapes.items() if k.startswith(f"{name}.{fc}.")}
+                weights.update(_layer_init(f"{name}.{fc}", "conv", sub, rng))
+                weights[f"{name}.{fc}.bias"] = np.zeros(sub[f"{name}.{fc}.bias"], np.float32)
+        elif shapes:
+            weights.update(_layer_init(name, node["op"], shapes, rng))
+    return weights
+
+
+def _layer_init(name: str, op: str, shapes: Shapes, rng: np.random.Generator) -> Weights:
+    """He normal (fan_out) conv weights; PyTorch's default U(+-1/sqrt(fan_in)) for the rest."""
+    weight = shapes[f"{name}.weight"]
+    bound = 1.0 / math.sqrt(math.prod(weight[1:]))
+    init: Weights = {}
+    for key, shape in shapes.items():
+        if op == "conv" and key.endswith(".weight"):
+            std = np.float32(math.sqrt(2.0 / (weight[0] * math.prod(weight[2:]))))
+            init[key] = rng.standard_normal(shape, dtype=np.float32) * std
+        else:
+            init[key] = rng.uniform(-bound, bound, shape).astype(np.float32)
+    return init
+
+
+def _bn_init(kind: str, shape: tuple[int, ...], zero: bool) -> np.ndarray:
+    """BN weight 1 (0 on a branch's last BN under zero_init_residual), bias 0, stats 0/1."""
+    if kind == "num_batches_tracked":
+        return np.zeros(shape, dtype=np.int64)
+    one = kind == "running_var" or (kind == "weight" and not zero)
+    return np.full(shape, 1.0 if one else 0.0, dtype=np.float32)
+
+
+def check_shapes(found: Mapping[str, tuple[int, ...]], expected: Shapes, where: Location) -> None:
+    """Raise one SpecError naming every missing, unexpected and mis-shaped key, if any."""
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    wrong = [
+        f"{k} ({_fmt(found[k])}, expected {_fmt(s)})"
+        for k, s in expected.items()
+        if k in found and tuple(found[k]) != s
+    ]
+    problems = [
+        f"{label} {_listed(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
+        if keys
+    ]
+    if problems:
+        raise SpecError(f"weights do not fit the network: {'; '.join(problems)}", where)
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _listed(keys: list[str]) -> str:
+    more = f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else ""
+    return ", ".join(keys[:SHOWN]) + more
+
+
+def load_weights(path: Path, graph: nx.DiGraph) -> Weights:
+    """Read a state_dict (or a training checkpoint's "model" entry), checked against the graph."""
+    import torch  # only a weights file needs torch
+
+    where = Location(str(path))
+    if not path.is_file():
+        raise SpecError("weights file not found", where)
+    try:
+        # mmap spares a copy of every tensor; torch allows it for its (default) zip format only
+        mmap = zipfile.is_zipfile(path)
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # torch raises many kinds for unreadable or unsafe pickles
+        raise SpecError(f"cannot read weights: {_first_line(exc)}", where) from None
+    state = _state_dict(loaded, where)
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise SpecError(f"weights that are not tensors: {_listed(not_tensors)}", where)
+    check_shapes({k: tuple(v.shape) for k, v in state.items()}, expected_shapes(graph), where)
+    return {
+        k: v.detach().numpy() if k.endswith("num_batches_tracked") else v.detach().float().numpy()
+        for k, v in state.items()
+    }
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception as one line of text, by its type where it carries no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _state_dict(loaded: Any, where: Location) -> Mapping[str, Any]:
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
+        loaded = loaded["model"]
+    if not isinstance(loaded, Mapping) or not all(isinstance(k, str) for k in loaded):
+        raise SpecError(
+            "weights file holds no state_dict (nor a checkpoint with a 'model' state_dict)", where
+        )
+    return loaded
+
+
+def fold_bn(
+    conv_weight: np.ndarray, conv_bias: np.ndarray | None, bn: Mapping[str, np.ndarray], eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A conv's weight and bias with the BN after it folded in, computed in float64."""
+    scale = bn["weight"].astype(np.float64) / np.sqrt(bn["running_var"].astype(np.float64) + eps)
+    bias = np.zeros_like(scale) if conv_bias is None else conv_bias.astype(np.float64)
+    weight = conv_weight.astype(np.float64) * scale.reshape(-1, 1, 1, 1)
+    return weight, (bias - bn["running_mean"]) * scale + bn["bias"]

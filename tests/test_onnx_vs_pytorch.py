@@ -1,0 +1,93 @@
+"""The two backends agree: onnxruntime on the ONNX file equals the generated PyTorch module.
+
+End to end as a user runs it: weights saved from the generated module with torch.save, then
+`resgraph compile --target onnx --weights`, then an onnxruntime session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from resgraph.backends.pytorch import build_module
+from resgraph.pipeline import compile_spec
+from tests.conftest import SPECS, run_cli
+
+SMALL = ["input.height=64", "input.width=64"]
+CASES = {
+    "cifar_resnet20": [],
+    "cifar_preact_resnet110": ["n=2"],
+    "resnet18": SMALL,
+    "se_resnet50": SMALL,
+}
+
+
+def _trained_like(model: torch.nn.Module) -> None:
+    """Non-trivial BN statistics and affine values, so eval-mode BN is really exercised."""
+    gen = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+            module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            module.weight.data.copy_(torch.rand(c, generator=gen) * 0.5 + 0.25)
+            module.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("spec", sorted(CASES))
+def test_onnxruntime_equals_the_generated_module(spec: str, tmp_path: Path) -> None:
+    overrides = CASES[spec]
+    compiled = compile_spec(SPECS / f"{spec}.yaml", overrides)
+    torch.manual_seed(1)
+    model = build_module(compiled).eval()
+    _trained_like(model)
+    weights = tmp_path / "model.pt"
+    torch.save({"model": model.state_dict(), "epoch": 3}, weights)  # a training checkpoint
+    sets = [a for o in overrides for a in ("--set", o)]
+    x = (
+        np.random.default_rng(0)
+        .standard_normal((2, *compiled.graph.nodes["input"]["shape"]))
+        .astype(np.float32)
+    )
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    for flags, tolerance in (([], 1e-4), (["--fold-bn"], 1e-4), (["--fp16"], 1e-2)):
+        out = tmp_path / f"model{''.join(flags)}.onnx"
+        result = run_cli(
+            "compile",
+            f"specs/{spec}.yaml",
+            "--target",
+            "onnx",
+            "--weights",
+            str(weights),
+            "-o",
+            str(out),
+            *sets,
+            *flags,
+        )
+        assert result.returncode == 0, result.stderr
+        (logits,) = _session(out).run(["logits"], {"input": x})
+        scale = 1.0 if tolerance == 1e-4 else float(np.abs(expected).max())
+        assert np.abs(logits - expected).max() <= tolerance * scale, (flags, spec)
+
+
+def test_pytorch_only_flags_and_onnx_only_flags_are_usage_errors(tmp_path: Path) -> None:
+    assert run_cli("compile", "specs/cifar_resnet20.yaml", "--fp16").returncode == 2
+    result = run_cli("compile", "specs/cifar_resnet20.yaml", "--target", "onnx", "--check")
+    assert result.returncode == 2
+
+
+def test_default_onnx_output_name(tmp_path: Path) -> None:
+    result = run_cli(
+        "compile", "specs/cifar_resnet20.yaml", "--target", "onnx", "--out-dir", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cifar_resnet20.onnx").is_file()
