@@ -91,3 +91,32 @@ def test_default_onnx_output_name(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cifar_resnet20.onnx").is_file()
+
+
+def test_fcn_head_onnx_takes_any_image_size(tmp_path: Path) -> None:
+    compiled = compile_spec(SPECS / "cifar_resnet20.yaml", ["head.kind=fcn"])
+    model = build_module(compiled).eval()
+    ordinary = build_module(compile_spec(SPECS / "cifar_resnet20.yaml"))
+    model.load_state_dict(ordinary.state_dict())
+    weights = tmp_path / "fcn.pt"
+    torch.save(ordinary.state_dict(), weights)  # fc.weight is 2-D, as trained
+    out = tmp_path / "fcn.onnx"
+    result = run_cli(
+        "compile",
+        "specs/cifar_resnet20.yaml",
+        "--head",
+        "fcn",
+        "--target",
+        "onnx",
+        "--weights",
+        str(weights),
+        "-o",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    x = np.random.default_rng(1).standard_normal((1, 3, 64, 48)).astype(np.float32)
+    (scores,) = _session(out).run(["logits"], {"input": x})
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert scores.shape == expected.shape == (1, 10, 9, 5)  # maps 16x12, window 8
+    assert np.abs(scores - expected).max() <= 1e-4

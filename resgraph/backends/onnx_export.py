@@ -191,7 +191,7 @@ def _check_options(opset: int, static_batch: int | None) -> None:
         )
 
 
-def _float_io(name: str, batch: int | str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
+def _float_io(name: str, batch: int | str, shape: tuple[int | str, ...]) -> onnx.ValueInfoProto:
     """A graph input or output: float32 whatever the precision inside, batch first."""
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, *shape])
 
@@ -223,8 +223,11 @@ def emit(
     if fp16:
         em.node("Cast", "logits/fp32", [out], to=TensorProto.FLOAT)
     batch = static_batch or BATCH
-    inputs = [_float_io(INPUT, batch, graph.nodes["input"]["shape"])]
-    outputs = [_float_io(OUTPUT, batch, graph.nodes[head]["shape"])]
+    in_shape, out_shape = graph.nodes["input"]["shape"], graph.nodes[head]["shape"]
+    if compiled.spec.head.kind == "fcn":  # fully convolutional: any image size, a score map
+        in_shape, out_shape = (in_shape[0], "height", "width"), (out_shape[0], "rows", "cols")
+    inputs = [_float_io(INPUT, batch, in_shape)]
+    outputs = [_float_io(OUTPUT, batch, out_shape)]
     onnx_graph = helper.make_graph(em.nodes, graph.graph["spec"].name, inputs, outputs)
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(

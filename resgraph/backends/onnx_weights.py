@@ -146,7 +146,13 @@ def load_weights(path: Path, graph: nx.DiGraph) -> Weights:
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise SpecError(f"weights that are not tensors: {_listed(not_tensors)}", where)
-    check_shapes({k: tuple(v.shape) for k, v in state.items()}, expected_shapes(graph), where)
+    expected = expected_shapes(graph)
+    # A classifier trained as nn.Linear loads into the fcn head's 1x1 conv, as in PyTorch.
+    state = {
+        k: v[:, :, None, None] if v.dim() == 2 and len(expected.get(k, ())) == 4 else v
+        for k, v in state.items()
+    }
+    check_shapes({k: tuple(v.shape) for k, v in state.items()}, expected, where)
     return {
         k: v.detach().numpy() if k.endswith("num_batches_tracked") else v.detach().float().numpy()
         for k, v in state.items()
