@@ -3,7 +3,9 @@
 torchvision cannot be installed beside the CPU torch build used here, so this module
 reproduces its structure and attribute names (BasicBlock, Bottleneck with the stride in
 the 3x3 conv, `_make_layer`, `downsample`, He init): the reference that the generated
-modules are compared with, for state_dict keys, numerics and speed.
+modules are compared with, for state_dict keys, numerics and speed. resnet50d adds timm's
+two ResNet-D knobs (He et al. 2019), a deep stem and `avg_down` projections, with timm's
+module structure (conv1 a Sequential; nn.Identity where a stride-1 projection has no pool).
 """
 
 from __future__ import annotations
@@ -98,12 +100,27 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         groups: int = 1,
         width_per_group: int = 64,
+        deep_stem: bool = False,
+        avg_down: bool = False,
     ) -> None:
         super().__init__()
         self.inplanes = 64
         self.groups = groups
         self.base_width = width_per_group
-        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.avg_down = avg_down
+        self.conv1: nn.Module
+        if deep_stem:
+            self.conv1 = nn.Sequential(
+                conv3x3(3, 32, stride=2),
+                nn.BatchNorm2d(32),
+                nn.ReLU(inplace=True),
+                conv3x3(32, 32),
+                nn.BatchNorm2d(32),
+                nn.ReLU(inplace=True),
+                conv3x3(32, self.inplanes),
+            )
+        else:
+            self.conv1 = nn.Conv2d(3, self.inplanes, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -125,10 +142,22 @@ class ResNet(nn.Module):
     ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(
-                conv1x1(self.inplanes, planes * block.expansion, stride),
-                nn.BatchNorm2d(planes * block.expansion),
-            )
+            if self.avg_down:  # ResNet-D: average-pool, then a stride-1 projection
+                pool = (
+                    nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+                    if stride != 1
+                    else nn.Identity()
+                )
+                downsample = nn.Sequential(
+                    pool,
+                    conv1x1(self.inplanes, planes * block.expansion),
+                    nn.BatchNorm2d(planes * block.expansion),
+                )
+            else:
+                downsample = nn.Sequential(
+                    conv1x1(self.inplanes, planes * block.expansion, stride),
+                    nn.BatchNorm2d(planes * block.expansion),
+                )
         layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
         self.inplanes = planes * block.expansion
         layers += [
@@ -144,7 +173,7 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-ARCHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int], dict[str, int]]] = {
+ARCHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int], dict[str, int | bool]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2], {}),
     "resnet34": (BasicBlock, [3, 4, 6, 3], {}),
     "resnet50": (Bottleneck, [3, 4, 6, 3], {}),
@@ -152,10 +181,11 @@ ARCHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int], dict[str, int]]
     "resnet152": (Bottleneck, [3, 8, 36, 3], {}),
     "resnext50_32x4d": (Bottleneck, [3, 4, 6, 3], {"groups": 32, "width_per_group": 4}),
     "wide_resnet50_2": (Bottleneck, [3, 4, 6, 3], {"width_per_group": 128}),
+    "resnet50d": (Bottleneck, [3, 4, 6, 3], {"deep_stem": True, "avg_down": True}),
 }
 
 
 def reference(arch: str, num_classes: int = 1000) -> ResNet:
-    """torchvision.models.<arch>() as torchvision builds it, without weights."""
+    """torchvision.models.<arch>() (timm's resnet50d), as they build it, without weights."""
     block, layers, kwargs = ARCHS[arch]
     return ResNet(block, layers, num_classes, **kwargs)

@@ -126,14 +126,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print("resgraph compile: -o/--output takes a single spec", file=sys.stderr)
         return 2
     stale = 0
+    if args.head == "fcn":
+        args.overrides = ["head.kind=fcn", *args.overrides]
     for spec in args.specs:
         compiled = _compile(args, spec)
         options = Options(fold_bn=args.fold_bn, channels_last=args.channels_last)
         if args.output:
             target = Path(args.output)
         else:
-            inside(Path(args.out_dir), output_name(compiled))  # refuses names escaping the folder
-            target = Path(args.out_dir) / output_name(compiled)
+            inside(Path(args.out_dir), output_name(compiled, args.head))  # refuses escapes
+            target = Path(args.out_dir) / output_name(compiled, args.head)
         source = render_module(compiled, options, overrides=args.overrides)
         if args.check:
             current = target.read_text(encoding="utf-8") if target.is_file() else None
@@ -145,6 +147,31 @@ def cmd_compile(args: argparse.Namespace) -> int:
         write_atomic(target, source)
         print(f"{spec} -> {target}")
     return 1 if stale else 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Print what changed from spec A to spec B, stage by stage, with the cost change."""
+    from resgraph.design import diff_dict, diff_text
+    from resgraph.pipeline import compile_spec
+
+    a, b = compile_spec(args.a).graph, compile_spec(args.b).graph
+    print(json.dumps(diff_dict(a, b), indent=2) if args.json else diff_text(a, b))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Compile a spec over a grid of --set values and tabulate params, MACs and shapes."""
+    from resgraph.design import parse_grid, sweep, sweep_csv, sweep_dict, sweep_text
+
+    grid = parse_grid(args.grid)
+    points = sweep(Path(args.spec), grid, args.max_nodes)
+    if args.format == "json":
+        print(json.dumps(sweep_dict(Path(args.spec), points, grid), indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(sweep_csv(points, grid))
+    else:
+        print(sweep_text(points, grid))
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -201,12 +228,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--fold-bn", action="store_true", help="inference variant: fold BN into the preceding conv"
     )
     p.add_argument(
+        "--head",
+        choices=["fc", "fcn"],
+        default="fc",
+        help="fcn: pool with the training window, then the fc as a 1x1 conv, for "
+        "fully-convolutional multi-scale testing (same weights); writes <name>_fcn.py",
+    )
+    p.add_argument(
         "--channels-last",
         action="store_true",
         help="build_model() returns the model in channels_last memory format",
     )
     _spec_options(p)
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("diff", help="what changed between two specs, stage by stage")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("sweep", help="params, MACs and shapes over a grid of --set values")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument(
+        "--set",
+        dest="grid",
+        action="append",
+        default=[],
+        metavar="K=V1,V2",
+        help="a parameter or field and its values (n=3,5,7,9); repeat for a cartesian grid",
+    )
+    p.add_argument("--format", choices=["text", "csv", "json"], default="text")
+    p.add_argument(
+        "--max-nodes",
+        type=int,
+        default=DEFAULT_MAX_NODES,
+        metavar="N",
+        help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})",
+    )
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     p.set_defaults(func=cmd_schema)

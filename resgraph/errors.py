@@ -12,6 +12,7 @@ class Location:
     file: str
     line: int = 0
     column: int = 0
+    via: str | None = None  # a command-line override that supplied the value, e.g. "--set n=18"
 
     def __str__(self) -> str:
         if self.line:
@@ -23,6 +24,8 @@ class SpecError(Exception):
     """A mistake in a spec that a user can fix; printed as `file:line:col: message`."""
 
     def __init__(self, message: str, location: Location | None = None) -> None:
+        if location is not None and location.via:
+            message = f"{location.via}: {message}"
         super().__init__(message)
         self.message = message
         self.location = location

@@ -21,6 +21,7 @@ from resgraph.load import Document, KeyPath, parse_yaml
 from resgraph.spec import MAX_BLOCKS, MAX_SIZE, BlockType, Layer, Shortcut, Spec
 
 DEFAULT_MAX_NODES = 250_000
+LIBRARY_FILE = "resgraph/blocks/library.yaml"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class BlockPlan:
     shortcut: Shortcut
     shortcut_where: Where
     where: Where
+    stride_on_where: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class Plan:
 def library() -> dict[str, BlockSource]:
     """The built-in block types shipped as data in resgraph/blocks/library.yaml."""
     path = resources.files("resgraph.blocks").joinpath("library.yaml")
-    doc = parse_yaml(path.read_text(encoding="utf-8"), "resgraph/blocks/library.yaml")
+    doc = parse_yaml(path.read_text(encoding="utf-8"), LIBRARY_FILE)
     types = TypeAdapter(dict[str, BlockType]).validate_python(doc.data)
     return {name: BlockSource(name, bt, Where(doc, (name,))) for name, bt in types.items()}
 
@@ -112,8 +114,10 @@ def evaluate(
     return result
 
 
-def layer_attrs(layer: Layer, scope: dict[str, int], where: Where, what: str) -> dict[str, Any]:
-    """A layer's settings with expressions evaluated and defaults applied."""
+def layer_attrs(
+    layer: Layer, scope: dict[str, int], where: Where, what: str, channels: int
+) -> dict[str, Any]:
+    """A layer's settings with expressions evaluated and defaults applied (`channels` in)."""
     op, args = layer.op, layer.args
     here = where.child(op)
 
@@ -144,6 +148,9 @@ def layer_attrs(layer: Layer, scope: dict[str, int], where: Where, what: str) ->
         return attrs
     if op == "bn":
         return {"eps": args.eps, "momentum": args.momentum}
+    if op == "se":
+        reduction = num("reduction")
+        return {"reduction": reduction, "hidden": channels // reduction}
     if op == "linear":
         return {"out": num("out"), "bias": args.bias}
     return {}
@@ -213,6 +220,7 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
         source = _block_source(block_types, use.type, use_where)
         block_params = _block_params(source, use.params, params, use_where)
         stride_on = use.stride_on or source.block_type.stride_on
+        stride_on_where = use_where("stride_on") if use.stride_on else source.where("stride_on")
         shortcut = stage.shortcut or spec.shortcut
         shortcut_where = here.child("shortcut") if stage.shortcut else root.child("shortcut")
         per_block = len(source.block_type.layers) + len(shortcut.projection) + 1
@@ -235,6 +243,7 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
                 shortcut,
                 shortcut_where,
                 here,
+                stride_on_where,
             )
             for j in range(blocks)
         ]

@@ -1,7 +1,7 @@
 """Integer expressions in specs (`blocks: n`, `out: width * 4`), parsed to a whitelisted AST.
 
-Only integer literals, names, + - * // %, unary minus, parentheses and min()/max() are
-accepted, so an expression can be evaluated here and rendered into generated Python
+Only integer literals, names, + - * // %, unary minus, parentheses and min()/max() of two or
+more values are accepted, so an expression can be evaluated here and rendered into generated Python
 without ever executing anything a spec author wrote.
 """
 
@@ -61,7 +61,7 @@ def _check_node(node: ast.AST, text: str) -> None:
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
         and node.func.id in _FUNCS
-        and node.args
+        and len(node.args) >= 2
         and not node.keywords
     ):
         return
@@ -69,7 +69,7 @@ def _check_node(node: ast.AST, text: str) -> None:
     shown = f" {part!r}" if part else ""
     raise ExprError(
         f"expression {text!r} uses{shown}, which is not allowed: only integers, names, "
-        "+ - * // %, parentheses, min() and max()"
+        "+ - * // %, parentheses, and min() or max() of two or more values"
     )
 
 

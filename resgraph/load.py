@@ -8,6 +8,7 @@ safe core schema. `extends:` and `--set` overrides are resolved on the located t
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ MAX_YAML_NODES = 50_000
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 KeyPath = tuple[str | int, ...]
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
 @dataclass
@@ -79,6 +81,7 @@ def read_text(path: Path) -> str:
 def parse_yaml(text: str, file: str) -> Document:
     """Parse one YAML document into located plain data."""
     try:
+        _check_depth(text, file)
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -94,6 +97,20 @@ def parse_yaml(text: str, file: str) -> Document:
     doc = Document(data=None)
     doc.data = _Builder(file, doc).build(node, ())
     return doc
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Refuse deep nesting from the flat event stream: composing it would overflow the C stack."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SpecError(
+                    f"YAML nested deeper than {MAX_DEPTH} levels", _mark(file, event.start_mark)
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _mark(file: str, mark: Any) -> Location:
@@ -135,6 +152,11 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
         self.doc.values[path] = _mark(self.file, node.start_mark)
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:
+            raise SpecError(
+                f"the YAML tag {node.tag!r} is not allowed in a spec",
+                _mark(self.file, node.start_mark),
+            )
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -200,7 +222,8 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
         raise SpecError(f"extends cycle: {cycle}", where)
     if not parent_path.is_file():
         raise SpecError(f"extends {parent_name!r}, but {parent_path} does not exist", where)
-    parent = _load_with_parents(parent_path, (*chain, here))
+    shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
+    parent = _load_with_parents(shown, (*chain, here))
     del doc.data["extends"]
     return merge(parent, doc)
 
@@ -247,16 +270,24 @@ def _copy_locations(out: Document, src: Document, prefix: KeyPath, subtree: bool
 
 
 def apply_overrides(
-    doc: Document, overrides: Iterable[str], params_key: str = "params"
+    doc: Document,
+    overrides: Iterable[str],
+    params_key: str = "params",
+    fields: Iterable[str] = (),
 ) -> Document:
-    """Apply `--set NAME=VALUE` overrides: a parameter name, or a dotted path (stages.0.blocks)."""
+    """Apply `--set NAME=VALUE` overrides: a parameter name, or a dotted path (stages.0.blocks).
+
+    `fields` are top-level keys the document may gain even where it leaves them out.
+    """
+    known = frozenset(fields)
     for text in overrides:
-        _apply_override(doc, text, params_key)
+        _apply_override(doc, text, params_key, known)
     return doc
 
 
-def _apply_override(doc: Document, text: str, params_key: str) -> None:
-    where = Location(f"--set {text}")
+def _apply_override(doc: Document, text: str, params_key: str, fields: frozenset[str]) -> None:
+    root = doc.values.get(())
+    where = Location(root.file if root else "--set", via=f"--set {text}")
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name:
@@ -271,7 +302,7 @@ def _apply_override(doc: Document, text: str, params_key: str) -> None:
     if "." not in name and isinstance(params, dict) and name in params:
         path: KeyPath = (params_key, name)
     else:
-        path = _override_path(doc.data, name, where, params)
+        path = _override_path(doc.data, name, where, params, fields)
     container = _get(doc.data, path[:-1])
     container[path[-1]] = value
     for table in (doc.values, doc.keys):
@@ -280,7 +311,9 @@ def _apply_override(doc: Document, text: str, params_key: str) -> None:
         table[path] = where
 
 
-def _override_path(data: Any, name: str, where: Location, params: Any) -> KeyPath:
+def _override_path(
+    data: Any, name: str, where: Location, params: Any, fields: frozenset[str]
+) -> KeyPath:
     parts = name.split(".")
     path: list[str | int] = []
     node = data
@@ -298,7 +331,7 @@ def _override_path(data: Any, name: str, where: Location, params: Any) -> KeyPat
             path.append(index)
             node = node[index]
         elif isinstance(node, dict):
-            if part not in node and i == 0 and last:
+            if part not in node and i == 0 and last and part not in fields:
                 raise SpecError(_unknown_field(shown, part, node, params), where)
             if part not in node and not last:
                 node[part] = {}  # a section the spec leaves to its defaults, e.g. init

@@ -33,8 +33,13 @@ class Compiled:
 
     @property
     def content_hash(self) -> str:
-        """A short hash of the expanded spec, stable across formatting and comments."""
-        text = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
+        """A short hash of the expanded spec and the block types it uses, blind to formatting."""
+        used = {b.source.name: b.source.block_type for s in self.plan.stages for b in s.blocks}
+        content = {
+            "spec": self.spec.model_dump(mode="json"),
+            "block_types": {name: bt.model_dump(mode="json") for name, bt in used.items()},
+        }
+        text = json.dumps(content, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -49,9 +54,8 @@ def to_spec(doc: Document) -> Spec:
 def _located(exc: ValidationError, doc: Document) -> SpecError:
     errors = exc.errors(include_url=False)
     error = min(errors, key=lambda e: _sort_key(doc, e["loc"]))
-    loc = tuple(
-        part for part in error["loc"] if isinstance(part, int) or part in _known_keys(doc, error)
-    )
+    known = _known_keys(doc)
+    loc = tuple(part for part in error["loc"] if isinstance(part, int) or part in known)
     dotted = ".".join(str(p) for p in loc) or "spec"
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -69,7 +73,7 @@ def _located(exc: ValidationError, doc: Document) -> SpecError:
     return SpecError(f"{dotted}: {message}", doc.locate(loc))
 
 
-def _known_keys(doc: Document, error: Any) -> set[str]:
+def _known_keys(doc: Document) -> set[str]:
     """Keys that are real spec fields (pydantic adds union tags such as 'function-after')."""
     return {p for path in doc.values for p in path if isinstance(p, str)} | set(all_field_names())
 
@@ -84,7 +88,7 @@ def compile_spec(
 ) -> Compiled:
     """Load, validate, expand and analyse a spec file; raise SpecError on any mistake."""
     path = Path(path)
-    doc = apply_overrides(load_spec(path), overrides)
+    doc = apply_overrides(load_spec(path), overrides, fields=Spec.model_fields)
     spec = to_spec(doc)
     plan = expand(spec, doc, max_nodes)
     graph = build_graph(plan)

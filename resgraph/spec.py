@@ -160,6 +160,13 @@ class Add(Model):
     name: Name | None = None
 
 
+class SqueezeExcite(Model):
+    """Squeeze-and-excitation (Hu et al. 2018): channel gates from a 2-layer bottleneck MLP."""
+
+    name: Name | None = None
+    reduction: IntExpr = Field(16, description="Hidden units are channels // reduction.")
+
+
 OPS: dict[str, type[Model]] = {
     "conv": Conv,
     "bn": BatchNorm,
@@ -168,6 +175,7 @@ OPS: dict[str, type[Model]] = {
     "avgpool": AvgPool,
     "linear": Linear,
     "add": Add,
+    "se": SqueezeExcite,
 }
 
 
@@ -185,6 +193,7 @@ class Layer(Model):
     avgpool: AvgPool | None = None
     linear: Linear | None = None
     add: Add | None = None
+    se: SqueezeExcite | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -253,6 +262,11 @@ class BlockType(Model):
     stride_on: Name | None = Field(
         None, description="Name of the layer that carries the block's stride when it downsamples."
     )
+    projection_from: Name | None = Field(
+        None,
+        description="Feed projection shortcuts from this layer's output instead of the block input "
+        "(pre-activation units project the pre-activated input).",
+    )
     layers: list[Layer] = Field(min_length=1)
 
 
@@ -286,11 +300,23 @@ class Stage(Model):
 
 
 class Head(Model):
-    """Global average pool, then a fully-connected classifier."""
+    """Optional layers (a pre-activation net's final BN-ReLU), global average pool, classifier."""
 
+    layers: list[Layer] = Field(default_factory=list)
     pool: Literal["avg"] = "avg"
     classes: IntExpr
     name: Name = "fc"
+    kind: Literal["fc", "fcn"] = Field(
+        "fc",
+        description="fc: global average pool and a linear layer. fcn: fully convolutional, as in "
+        "the Caffe deploy nets: a window x window average pool with stride 1, then the fc as a "
+        "1x1 conv, so a larger input gives a map of class scores (same weights).",
+    )
+    window: IntExpr | None = Field(
+        None,
+        description="fcn pool window; by default the final feature map's size at this input "
+        "(7 for 224x224 ImageNet nets). Set it when evaluating at other input sizes.",
+    )
 
 
 class Init(Model):
@@ -339,5 +365,9 @@ def json_schema() -> dict[str, Any]:
     for name, alternative in short_forms.items():
         body = schema["$defs"][name]
         schema["$defs"][name] = {"anyOf": [alternative, body]}
+    # A thin spec (`extends:`) takes the required keys from its parent, so require them only
+    # without extends; otherwise editors flag every thin spec (cifar_resnet20.yaml) as invalid.
+    schema["if"] = {"required": ["extends"]}
+    schema["else"] = {"required": schema.pop("required")}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema

@@ -91,6 +91,8 @@ MODULE_ATTRIBUTES = frozenset(
 )
 MODULE_NAMES = frozenset(
     {
+        "SqueezeExcite",
+        "ConvClassifier",
         "torch",
         "nn",
         "build_model",
@@ -139,6 +141,8 @@ class ModuleView:
     classes: list[BlockClass]
     projections: list[tuple[str, str, list[str]]]
     zero_pad: bool
+    squeeze_excite: bool
+    fcn: bool
     init: list[str]
     forward: list[str]
     zero_init: list[tuple[str, str]]
@@ -155,13 +159,21 @@ def docstring(text: str, indent: int = 0, width: int = 92) -> str:
     clean = " ".join(clean.split()).replace("\\", "\\\\")
     # A quote can only end the docstring as part of a run or at the very end: escape those.
     clean = re.sub(r'"(?=")|"$', '\\\\"', clean)
-    lines = textwrap.wrap(clean, width=width - indent) or [""]
+    # Break only at spaces: never inside a word, so never between a backslash and what it escapes.
+    lines = textwrap.wrap(
+        clean, width=width - indent, break_long_words=False, break_on_hyphens=False
+    ) or [""]
     if len(lines) == 1:
         return f'"""{lines[0]}"""'
     pad = " " * indent
     return (
         '"""' + lines[0] + "\n" + "\n".join(pad + line for line in lines[1:]) + "\n" + pad + '"""'
     )
+
+
+def comment(text: str) -> str:
+    """Text for a `#` comment line: line breaks and other unprintables shown as escapes."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def camel(name: str) -> str:
@@ -211,6 +223,9 @@ def _layer_ctor(
         return f"nn.BatchNorm2d({channels}{', ' + kw if kw else ''})", channels
     if op == "relu":
         return ("nn.ReLU(inplace=True)" if inplace else "nn.ReLU()"), channels
+    if op == "se":
+        total = channels if re.fullmatch(r"\w+", channels) else f"({channels})"
+        return f"SqueezeExcite({channels}, {total} // {expr.render(args.reduction)})", channels
     if op in ("maxpool", "avgpool"):
         kernel = expr.render(args.kernel)
         stride = kernel if args.stride is None else expr.render(args.stride)
@@ -253,6 +268,8 @@ def _node_ctor(data: dict[str, Any], folded: bool, inplace: bool) -> str:
         return f"nn.BatchNorm2d({data['shape'][0]}{', ' + kw if kw else ''})"
     if op == "relu":
         return "nn.ReLU(inplace=True)" if inplace else "nn.ReLU()"
+    if op == "se":
+        return f"SqueezeExcite({data['shape'][0]}, {attrs['hidden']})"
     if op in ("maxpool", "avgpool"):
         kw = _kwargs(
             kernel_size=attrs["kernel"],
@@ -283,6 +300,7 @@ class _Renderer:
         self.classes: dict[tuple[str, str | None, bool], BlockClass] = {}
         self.projections: dict[str, tuple[str, str, list[str]]] = {}
         self.zero_pad = False
+        self.squeeze_excite = False
         self.plans = {b.name: b for s in compiled.plan.stages for b in s.blocks}
 
     def plan_of(self, block: BlockInstance) -> BlockPlan:
@@ -297,6 +315,14 @@ class _Renderer:
         return candidate
 
     def check_attribute(self, name: str, where: Location | None) -> None:
+        if name.startswith("_"):
+            # nn.Module keeps _names for itself (_modules, ...) and Python mangles __names
+            # inside a class, so the state_dict key would not be the graph's name.
+            raise SpecError(
+                f"the name {name!r} starts with an underscore, which torch.nn.Module reserves; "
+                "rename it",
+                where,
+            )
         if name in MODULE_ATTRIBUTES:
             raise SpecError(
                 f"the name {name!r} would shadow torch.nn.Module.{name}; rename it", where
@@ -334,8 +360,9 @@ class _Renderer:
         init: list[str] = ["super().__init__()"]
         init += [f"{name} = {expr.render(value)}" for name, value in block_type.let.items()]
         forward: list[str] = []
-        if residual:
-            forward.append("identity = x if self.downsample is None else self.downsample(x)")
+        shortcut_line = "identity = x if self.downsample is None else self.downsample({})"
+        if residual and block_type.projection_from is None:
+            forward.append(shortcut_line.format("x"))
         channels = "in_channels"
         current = "x"
         named = iter(names)
@@ -355,9 +382,12 @@ class _Renderer:
             conv_folds = fold and i + 1 < len(layers) and _foldable(layers, i + 1)
             scale = "stride" if attr == block.stride_on else None
             ctor, channels = _layer_ctor(layer, channels, scale, conv_folds, inplace=i > 0)
+            self.squeeze_excite |= layer.op == "se"
             init.append(f"self.{attr} = {ctor}")
             forward.append(f"out = self.{attr}({current})")
             current = "out"
+            if residual and attr == block_type.projection_from:
+                forward.append(shortcut_line.format("out"))
         if residual:
             init.append("self.downsample = downsample")
         forward.append(f"return {current}")
@@ -410,26 +440,61 @@ class _Renderer:
         return f"{cls.name}({', '.join(args)})"
 
     # ---------------------------------------------------------------- network
+    def top_layers(
+        self, names: list[str], layers: list[Layer], init: list[str], forward: list[str]
+    ) -> None:
+        """Stem or head layers: concrete modules on the network itself."""
+        fold = self.options.fold_bn
+        for i, name in enumerate(names):
+            data = self.graph.nodes[name]
+            self.check_attribute(name, data["loc"])
+            if fold and _foldable(layers, i):
+                continue
+            conv_folds = fold and i + 1 < len(layers) and _foldable(layers, i + 1)
+            inplace = data["inputs"][0] != INPUT
+            self.squeeze_excite |= data["op"] == "se"
+            init.append(f"self.{name} = {_node_ctor(data, conv_folds, inplace)}")
+            forward.append(f"x = self.{name}(x)")
+
+    def head_init(self) -> list[str]:
+        """Pool and classifier modules; the fcn classifier is a 1x1 conv loading fc weights."""
+        g = self.graph
+        name = g.graph["output"]
+        channels = g.nodes[name]["in_shapes"][0][0]
+        if self.compiled.spec.head.kind == "fc":
+            return [
+                "self.avgpool = nn.AdaptiveAvgPool2d(1)",
+                f"self.{name} = nn.Linear({channels}, num_classes)",
+            ]
+        window = g.nodes["avgpool"]["attrs"]["kernel"]
+        return [
+            f"self.avgpool = nn.AvgPool2d(kernel_size={window}, stride=1)",
+            f"self.{name} = ConvClassifier({channels}, num_classes)",
+        ]
+
+    def head_forward(self) -> list[str]:
+        name = self.graph.graph["output"]
+        if self.compiled.spec.head.kind == "fc":
+            return [
+                "x = self.avgpool(x)",
+                "x = torch.flatten(x, 1)",
+                f"x = self.{name}(x)",
+                "return x",
+            ]
+        return ["x = self.avgpool(x)", f"return self.{name}(x)"]
+
     def render(self) -> ModuleView:
         g = self.graph
         spec = self.compiled.spec
         fold = self.options.fold_bn
         init: list[str] = ["super().__init__()"]
         forward: list[str] = []
-        stem = g.graph["stem"]
-        stem_layers = spec.stem
-        for i, name in enumerate(stem):
-            data = g.nodes[name]
-            self.check_attribute(name, data["loc"])
-            if fold and _foldable(stem_layers, i):
-                continue
-            conv_folds = fold and i + 1 < len(stem_layers) and _foldable(stem_layers, i + 1)
-            inplace = data["inputs"][0] != INPUT
-            init.append(f"self.{name} = {_node_ctor(data, conv_folds, inplace)}")
-            forward.append(f"x = self.{name}(x)")
+        self.top_layers(g.graph["stem"], spec.stem, init, forward)
         blocks: dict[str, BlockInstance] = g.graph["blocks"]
-        for stage, members in g.graph["stages"]:
-            self.check_attribute(stage, None)
+        for (stage, members), plan in zip(
+            g.graph["stages"], self.compiled.plan.stages, strict=True
+        ):
+            self.check_attribute(stage, plan.where("name"))
             calls = [self.block_call(blocks[m]) for m in members]
             runs: list[tuple[str, int]] = []
             for call in calls:
@@ -440,15 +505,10 @@ class _Renderer:
             items = [call if n == 1 else f"*({call} for _ in range({n}))" for call, n in runs]
             init.append(f"self.{stage} = nn.Sequential(" + ", ".join(items) + ",)")
             forward.append(f"x = self.{stage}(x)")
-        fc = g.nodes[g.graph["output"]]
-        init.append("self.avgpool = nn.AdaptiveAvgPool2d(1)")
-        init.append(f"self.{g.graph['output']} = nn.Linear({fc['in_shapes'][0][0]}, num_classes)")
-        forward += [
-            "x = self.avgpool(x)",
-            "x = torch.flatten(x, 1)",
-            f"x = self.{g.graph['output']}(x)",
-            "return x",
-        ]
+        self.top_layers(g.graph["head"], spec.head.layers, init, forward)
+        self.check_attribute(g.graph["output"], g.nodes[g.graph["output"]]["loc"])
+        init += self.head_init()
+        forward += self.head_forward()
         zero_init = []
         if spec.init.zero_init_residual and not fold:
             zero_init = [(c.name, c.last_bn) for c in self.classes.values() if c.last_bn]
@@ -458,11 +518,11 @@ class _Renderer:
         title = spec.description or f"The {spec.name} network."
         return ModuleView(
             title=docstring(title),
-            source=self.source,
+            source=comment(self.source),
             version=__version__,
             spec_name=spec.name,
             content_hash=self.compiled.content_hash,
-            overrides=self.overrides,
+            overrides=[comment(text) for text in self.overrides],
             class_name=self.unique(camel(spec.name)),
             doc=docstring(
                 f"{spec.name}: {g.graph['params']:,} parameters, "
@@ -473,6 +533,8 @@ class _Renderer:
             classes=list(self.classes.values()),
             projections=list(self.projections.values()),
             zero_pad=self.zero_pad,
+            squeeze_excite=self.squeeze_excite,
+            fcn=spec.head.kind == "fcn",
             init=init,
             forward=forward,
             zero_init=zero_init,
@@ -496,13 +558,15 @@ def _environment() -> jinja2.Environment:
 
 
 def templates_folder() -> Path:
-    """templates/ inside an installed wheel (resgraph/templates), else the checkout's."""
+    """templates/ as installed (resgraph/templates in a wheel), else the checkout's."""
+    # resgraph.templates is a namespace package (data only): files() gives a MultiplexedPath
+    # whose str() is not a path, so ask for the template file and take its folder.
     try:
-        folder = Path(str(resources.files("resgraph.templates")))
-        if (folder / "module.py.jinja").is_file():
-            return folder
+        template = resources.files("resgraph.templates").joinpath("module.py.jinja")
     except ModuleNotFoundError:
-        pass
+        template = None
+    if template is not None and template.is_file():
+        return Path(str(template)).parent
     return Path(__file__).resolve().parents[2] / "templates"
 
 
@@ -559,8 +623,8 @@ def build_module(
     return module.build_model(num_classes)
 
 
-def output_name(compiled: Compiled) -> str:
-    """The default file name under generated/: the spec's name, a validated identifier."""
+def output_name(compiled: Compiled, head: str = "fc") -> str:
+    """The default file name under generated/: the spec's name (+ _fcn), an identifier."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", compiled.spec.name):
         raise SpecError("spec name is not an identifier", compiled.doc.locate(("name",)))
-    return f"{compiled.spec.name}.py"
+    return f"{compiled.spec.name}{'_fcn' if head == 'fcn' else ''}.py"

@@ -24,6 +24,9 @@ def node_cost(
     if op == "linear":
         weights = attrs["out"] * math.prod(in_shape)
         return weights + (attrs["out"] if attrs["bias"] else 0), weights
+    if op == "se":
+        c, hidden = in_shape[0], attrs["hidden"]
+        return 2 * c * hidden + hidden + c, 2 * c * hidden
     if op == "bn":
         return 2 * in_shape[0], 0
     return 0, 0

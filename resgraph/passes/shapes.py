@@ -130,6 +130,19 @@ def zero_pad(
     return (c + attrs["pad_before"] + attrs["pad_after"], -(-h // s), -(-w // s))
 
 
+def squeeze_excite(
+    attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None
+) -> Shape:
+    shape = _map_input(inputs, what, where)
+    if attrs["hidden"] < 1:
+        raise SpecError(
+            f"{what}: reduction {attrs['reduction']} leaves no hidden units for "
+            f"{shape[0]} channels; use a smaller reduction",
+            where,
+        )
+    return shape
+
+
 def add(attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Location | None) -> Shape:
     branch, shortcut = inputs
     if branch != shortcut:
@@ -153,6 +166,7 @@ RULES: dict[str, ShapeRule] = {
     "linear": linear,
     "add": add,
     "zero_pad": zero_pad,
+    "se": squeeze_excite,
 }
 
 
