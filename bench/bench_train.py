@@ -4,9 +4,10 @@ Both train the same generated module (ResNet-20, 32x32) from the same initial we
 the same in-memory uint8 images, normalising each batch the same way; the trainer runs
 without augmentation so that only its own machinery differs. Each side first runs
 `--steps` untimed steps (the trainer: one epoch); the trainer's images/s is its own
-metrics, which leave out evaluations. Pairs are interleaved; medians are reported.
+metrics, which leave out evaluations. Pairs are interleaved, and each side's best is
+compared: other processes on the machine only ever slow a measurement down.
 
-    python bench/bench_train.py [--steps 10] [--epochs 4] [--pairs 3] [--batch 128]
+    PYTHONPATH=. python bench/bench_train.py [--steps 10] [--epochs 4] [--pairs 3] [--batch 128]
 """
 
 from __future__ import annotations
@@ -105,19 +106,22 @@ def main() -> None:
     size = args.steps * args.batch
     data = synthetic(SHAPE, 10, size).train
     images = augment.fit(data.images, *SHAPE)
-    ratios, ours, theirs = [], [], []
+    ours, theirs = [], []
     for _ in range(args.pairs):
         timed = (args.epochs - 1) * args.steps
         theirs.append(hand_written(images, data.labels, args.batch, args.steps, timed))
         ours.append(trainer(size, args.batch, args.epochs))
-        ratios.append(ours[-1] / theirs[-1])
     print(
         f"threads: {torch.get_num_threads()}, batch {args.batch}, "
         f"{(args.epochs - 1) * args.steps} timed steps after {args.steps}, {args.pairs} pairs"
     )
-    print(f"hand-written loop images/s: {statistics.median(theirs):.1f}")
-    print(f"trainer images/s: {statistics.median(ours):.1f}")
-    print(f"trainer/hand-written images/s ratio: {statistics.median(ratios):.3f} (target >= 0.95)")
+    print(
+        "pairs (hand-written, trainer): "
+        + ", ".join(f"({a:.0f}, {b:.0f})" for a, b in zip(theirs, ours, strict=True))
+    )
+    print(f"hand-written loop images/s (best pair): {max(theirs):.1f}")
+    print(f"trainer images/s (best pair): {max(ours):.1f}")
+    print(f"trainer/hand-written images/s ratio: {max(ours) / max(theirs):.3f} (target >= 0.95)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from resgraph.train.schedule import LrSchedule
 
 
 def test_shipped_recipes() -> None:
-    assert shipped() == ["cifar10-paper", "imagenet-paper", "quick"]
+    assert shipped() == ["cifar10-paper", "digits-depth", "imagenet-paper", "quick"]
 
 
 def test_cifar10_paper_recipe_is_the_papers() -> None:
