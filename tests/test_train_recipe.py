@@ -70,7 +70,7 @@ def test_overrides_and_epochs_apply() -> None:
 
 def test_bad_values_are_located() -> None:
     with pytest.raises(
-        SpecError, match=r"^--set momentum=2: recipe momentum: Input should be less"
+        SpecError, match=r"quick\.yaml: --set momentum=2: recipe momentum: Input should be less"
     ):
         load_recipe("quick", ["momentum=2"])
     with pytest.raises(
