@@ -72,9 +72,12 @@ def _compile(choices: dict[str, Any]) -> tuple[Compiled, Recipe]:
 
 
 def _difference(old: Any, new: Any, path: str) -> str | None:
-    """The first dotted key where two configs differ, or None."""
+    """The first dotted key where two configs differ, or None.
+
+    Keys only `new` has are fields a later resgraph added, with the old behaviour as default.
+    """
     if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
+        for key in sorted(old, key=str):
             found = _difference(old.get(key), new.get(key), f"{path}.{key}")
             if found:
                 return found
@@ -105,9 +108,10 @@ def load_run(run: Path, which: str = "best.pt") -> tuple[dict[str, Any], Compile
     """A finished (or running) run's config, compiled spec and module with trained weights."""
     config = read_config(run)
     compiled, _ = _compile(config["choices"])
-    if compiled.spec.model_dump(mode="json") != config["spec"]:
+    changed = _difference(config["spec"], compiled.spec.model_dump(mode="json"), "spec")
+    if changed:
         raise TrainError(
-            f"the spec file changed since this run was trained: {config['choices']['spec_file']}",
+            f"{config['choices']['spec_file']} changed since this run was trained: {changed}",
             Location(str(run / CONFIG)),
         )
     model = model_from_spec(compiled, config["classes"])
