@@ -205,7 +205,7 @@ def test_data_errors_are_one_line(tmp_path: Path) -> None:
     )
 
 
-def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path: Path) -> None:
+def test_bf16_autocast_channels_last_and_compile_run_on_cpu(tmp_path: Path) -> None:
     run = tmp_path / "run"
     done = trainer(
         "train",
@@ -216,6 +216,7 @@ def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path: Path) -> None:
         "--amp",
         "bf16",
         "--channels-last",
+        "--compile",
         "--data",
         "synthetic:64",
         "--out",
@@ -224,6 +225,8 @@ def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert [m["iteration"] for m in records(run)] == [2, 4]
     assert math.isfinite(records(run)[-1]["train_loss"])
+    keys = torch.load(run / "last.pt", weights_only=True)["model"]
+    assert "conv1.weight" in keys and not any(k.startswith("_orig_mod") for k in keys)
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
