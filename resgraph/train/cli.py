@@ -1,0 +1,158 @@
+"""The trainer's commands: `train`, `plot` and `analyze responses`.
+
+resgraph/cli.py adds them with `add_parsers(subparsers)`; each sets `func` to its
+`run_*` function. `python -m resgraph.train COMMAND ...` runs them on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from resgraph.errors import SpecError
+
+DEVICES = ("cpu", "cuda")
+
+
+def add_train_parser(subparsers: Any) -> None:
+    """Add `train SPEC` to an argparse subparsers object."""
+    p = subparsers.add_parser("train", help="train the network of a spec (digits data by default)")
+    p.add_argument("spec", nargs="?", metavar="SPEC", help="spec file (optional with --resume)")
+    p.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="digits (default), synthetic[:N], cifar10:DIR or imagefolder:DIR",
+    )
+    p.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help="cifar10-paper, imagenet-paper, quick (default) or a recipe .yaml file",
+    )
+    p.add_argument(
+        "--epochs", type=int, metavar="N", help="total epochs (overrides the recipe's length)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed for initialisation, order and augmentation (default 0)",
+    )
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec name>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="override a recipe value (lr=0.05, recipe.warmup.lr=0.01) or a spec "
+        "value (n=5, spec.input.height=16); repeatable",
+    )
+    p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision")
+    p.add_argument(
+        "--channels-last", action="store_true", help="NHWC memory layout (faster on GPUs)"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the module")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train (or resume) and print where the results are."""
+    from resgraph.train.loop import Speed
+    from resgraph.train.run import Request, train
+
+    if args.epochs is not None and args.epochs < 1:
+        raise SpecError("--epochs must be at least 1")
+    request = Request(
+        spec=args.spec,
+        data=args.data,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        seed=args.seed,
+        out=args.out,
+        resume=args.resume,
+        device=args.device,
+        overrides=args.overrides,
+        speed=Speed(args.amp, args.channels_last, args.compile),
+    )
+    run, last = train(request)
+    if last is not None:
+        print(
+            f"{run}: iteration {last['iteration']}, train error {last['train_error']:.2%}, "
+            f"test error {last['test_error']:.2%}"
+        )
+    return 0
+
+
+def add_plot_parser(subparsers: Any) -> None:
+    """Add `plot RUN... -o FILE` to an argparse subparsers object."""
+    p = subparsers.add_parser("plot", help="training and test error curves of runs in one PNG")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.set_defaults(func=run_plot)
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """Draw the runs' error curves."""
+    from pathlib import Path
+
+    from resgraph.train.plot import plot_errors
+
+    plot_errors([Path(r) for r in args.runs], Path(args.output))
+    return 0
+
+
+def add_analyze_parser(subparsers: Any) -> None:
+    """Add `analyze responses RUN... -o FILE` to an argparse subparsers object."""
+    p = subparsers.add_parser("analyze", help="analyses of trained runs")
+    kinds = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    r = kinds.add_parser("responses", help="std of each 3x3 layer's response (the paper's Fig. 7)")
+    r.add_argument("runs", nargs="+", metavar="RUN")
+    r.add_argument("-o", "--output", required=True, metavar="FILE")
+    r.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    r.add_argument("--device", choices=DEVICES, default="cpu")
+    r.set_defaults(func=run_analyze)
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Measure and plot layer responses, printing each run's numbers."""
+    from pathlib import Path
+
+    from resgraph.train.analyze import plot_responses, responses
+
+    measured = {
+        Path(run).name: responses(Path(run), f"{args.checkpoint}.pt", args.device)
+        for run in args.runs
+    }
+    plot_responses(measured, Path(args.output))
+    for name, stds in measured.items():
+        print(
+            f"{name}: {len(stds)} layers, std mean {sum(stds.values()) / len(stds):.3f}, "
+            f"min {min(stds.values()):.3f}, max {max(stds.values()):.3f}"
+        )
+    return 0
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Add train, plot and analyze to an argparse subparsers object."""
+    add_train_parser(subparsers)
+    add_plot_parser(subparsers)
+    add_analyze_parser(subparsers)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m resgraph.train`: the same commands and errors as `resgraph`."""
+    parser = argparse.ArgumentParser(prog="python -m resgraph.train")
+    add_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,69 @@
+"""Running under torchrun: process group setup, DDP wrapping, and summing numbers over ranks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from resgraph.errors import Location
+from resgraph.train import TrainError
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the run; rank 0 alone writes files."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes files and shows progress."""
+        return self.rank == 0
+
+
+def setup(device: str) -> Context:
+    """Join the process group torchrun describes (gloo on CPU, nccl on GPU), if any."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda, but no CUDA GPU is available", Location("--device"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Context(0, 1, torch.device(device))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    where = torch.device(f"cuda:{local}") if device == "cuda" else torch.device("cpu")
+    return Context(dist.get_rank(), world, where)
+
+
+def wrap(model: torch.nn.Module, ctx: Context, sync_bn: bool) -> torch.nn.Module:
+    """The module to train: with SyncBatchNorm and DistributedDataParallel when there are ranks."""
+    if ctx.world == 1:
+        return model
+    if sync_bn:
+        if ctx.device.type != "cuda":
+            raise TrainError(
+                "sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel)",
+                Location("recipe sync_bn"),
+            )
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def sum_over_ranks(values: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Element-wise sum of a float64 tensor over all ranks (itself when alone)."""
+    if ctx.world > 1:
+        dist.all_reduce(values)
+    return values
+
+
+def teardown(ctx: Context) -> None:
+    """Leave the process group."""
+    if ctx.world > 1:
+        dist.destroy_process_group()
