@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from resgraph import __version__
 from resgraph.errors import SpecError
 from resgraph.expand import DEFAULT_MAX_NODES
+from resgraph.train.cli import add_parsers as add_training_parsers
 
 if TYPE_CHECKING:
     from resgraph.pipeline import Compiled
@@ -341,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})",
     )
     p.set_defaults(func=cmd_sweep)
+
+    add_training_parsers(sub)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     p.set_defaults(func=cmd_schema)

@@ -31,9 +31,9 @@ def _env() -> dict[str, str]:
 
 
 def trainer(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run `python -m resgraph.train ARGS` the way a user would."""
+    """Run `python -m resgraph ARGS` the way a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "resgraph.train", *args],
+        [sys.executable, "-m", "resgraph", *args],
         capture_output=True,
         text=True,
         env=_env(),
@@ -122,7 +122,7 @@ def _train_args(run: Path) -> list[str]:
 def test_sigkilled_run_resumes_bit_for_bit(tmp_path: Path) -> None:
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     process = subprocess.Popen(
-        [sys.executable, "-m", "resgraph.train", *_train_args(killed)],
+        [sys.executable, "-m", "resgraph", *_train_args(killed)],
         env=_env(),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -238,7 +238,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
             "--standalone",
             "--nproc_per_node=2",
             "-m",
-            "resgraph.train",
+            "resgraph",
             "train",
             RESNET20,
             *TINY,
