@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -229,12 +228,13 @@ def test_bf16_autocast_channels_last_and_compile_run_on_cpu(tmp_path: Path) -> N
     assert "conv1.weight" in keys and not any(k.startswith("_orig_mod") for k in keys)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
 def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     done = subprocess.run(
         [
-            "torchrun",
+            sys.executable,  # `python -m torch.distributed.run` is the torchrun console script
+            "-m",
+            "torch.distributed.run",
             "--standalone",
             "--nproc_per_node=2",
             "-m",
