@@ -161,6 +161,10 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        """A scalar's value; a tag outside the safe schema (`!binary`, `!!python/`) is located."""
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
@@ -181,7 +185,7 @@ class _Builder:
             where = _mark(self.file, key_node.start_mark)
             if not isinstance(key_node, yaml.ScalarNode):
                 raise SpecError("mapping keys must be plain names", where)
-            key = self.constructor.construct_object(key_node)
+            key = self._scalar(key_node)
             if not isinstance(key, str):
                 raise SpecError(
                     f"mapping key {key!r} must be a name, not a {type(key).__name__}", where
