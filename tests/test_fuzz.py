@@ -1,0 +1,301 @@
+"""Fuzzing the front end: mutated shipped specs end valid or with a located SpecError, quickly.
+
+Every input goes through compile_spec (load, spec, expand, graph, passes) and, when valid,
+summary_dict; a fraction also through the PyTorch backend (it runs ruff, so it is slow).
+Anything but a SpecError with a file location is a bug, as is taking over the time bound.
+
+CI runs a short campaign; a long one by hand:
+    RESGRAPH_FUZZ_EXAMPLES=20000 python -m pytest tests/test_fuzz.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import SPECS
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from resgraph.backends.pytorch import render_module
+from resgraph.errors import Location, SpecError
+from resgraph.pipeline import compile_spec
+from resgraph.spec import all_field_names
+from resgraph.summary import summary_dict
+
+EXAMPLES = int(os.environ.get("RESGRAPH_FUZZ_EXAMPLES", "250"))
+CPU_SECONDS = 2.0  # per input, front end + summary; process time, so a busy machine is no excuse
+WALL_SECONDS = 30.0  # a hang (a blocking read, an endless loop) fails instead of stalling CI
+# Time is linear in graph size (see bench/bench_scaling.py); a lower cap than the default keeps
+# every accepted input inside the bound without hiding anything super-linear.
+MAX_NODES = 20_000
+
+SHIPPED = sorted(SPECS.glob("*.yaml"))
+FIELDS = sorted(all_field_names() | {"extends", "params", "block_types", "layers", "let"})
+
+CODE_LIKE = [
+    "__import__('os').system('true')",
+    "n ** 1000",
+    "lambda: 0",
+    "(1).__class__",
+    "9" * 400,
+    "-" + "9" * 30,
+    "2 ** 63",
+    "width * 4 // 0",
+    "n % 0",
+    "max()",
+    "min(n)",
+    "in_channels",
+    "{{ 7 * 7 }}",
+    "${HOME}",
+    '"""',
+    "\\",
+    "x\u0000y",
+    "\u202e\u2066evil",
+    "\ufeffname",
+    "\uff4e",  # a fullwidth n
+    "../" * 8 + "etc/passwd",
+    "/dev/zero",
+    "/proc/self/environ",
+    ".",
+    "",
+]
+YAML_DAMAGE = [
+    "[",
+    "]",
+    "{",
+    "}",
+    "\t",
+    ": ",
+    "- ",
+    "&a ",
+    "*a",
+    "*nosuch",
+    "<<: *a\n",
+    "!!python/object/apply:os.system ['true'] ",
+    "!!binary aGk= ",
+    "!!set ",
+    "!!timestamp 2001-12-14 ",
+    "!custom ",
+    "? ",
+    "---\n",
+    "...\n",
+    "%YAML 1.1\n",
+    "'",
+    '"',
+    "#",
+    "|\n",
+    ">-\n",
+    "\r",
+    "\x85",
+    "\u2028",
+    "\x00",
+    "\ufeff",
+]
+
+scalars = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, -1, 1, 2**31, 2**40, 2**40 + 1, 2**63, 10**30]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=40),
+    st.sampled_from(CODE_LIKE),
+    st.sampled_from(FIELDS),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+keys = st.sampled_from(FIELDS) | st.text(max_size=12)
+# Plausible values: they keep a spec close to valid, so the later passes see it.
+VOCABULARY = [
+    *("basic", "bottleneck", "plain_basic", "plain_bottleneck", "preact_basic"),
+    *("preact_bottleneck", "se_bottleneck", "A", "B", "C", "none", "end", "split"),
+    *("conv1", "conv2", "conv3", "bn1", "relu", "add", "se", "fc", "layer1"),
+    *("n", "width", "in_channels", "out_channels", "stride", "width * 4", "n - 3", "mid"),
+]
+plausible = (
+    st.integers(-2, 600) | st.sampled_from([2**16, 2**16 + 1, 2**20]) | st.sampled_from(VOCABULARY)
+)
+
+
+def _containers(data: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Every dict and list in `data` with its path, the root first."""
+    if isinstance(data, dict | list):
+        yield path, data
+        items = data.items() if isinstance(data, dict) else enumerate(data)
+        for key, child in items:
+            yield from _containers(child, (*path, key))
+
+
+@st.composite
+def mutate_tree(draw: st.DrawFn, data: Any) -> Any:
+    """One change to parsed spec data: insert, delete, rename or replace a key or item."""
+    containers = list(_containers(data))
+    _, target = draw(st.sampled_from(containers))
+    action = draw(
+        st.sampled_from(["tweak", "tweak", "insert", "delete", "rename", "replace", "nest", "swap"])
+    )
+    slots = list(target) if isinstance(target, dict) else list(range(len(target)))
+    if action == "insert" or not slots:
+        if isinstance(target, dict):
+            target[draw(keys)] = draw(values)
+        else:
+            target.insert(draw(st.integers(0, len(target))), draw(values))
+        return data
+    slot = draw(st.sampled_from(slots))
+    if action == "delete":
+        del target[slot]
+    elif action == "rename" and isinstance(target, dict):
+        target[draw(keys)] = target.pop(slot)
+    elif action == "nest":
+        for _ in range(draw(st.integers(1, 40))):
+            target[slot] = [target[slot]] if draw(st.booleans()) else {"x": target[slot]}
+    elif action == "swap":
+        value = target[slot]
+        target[slot] = str(value) if not isinstance(value, str) else draw(scalars)
+    elif action == "tweak":
+        target[slot] = draw(plausible)
+    else:
+        target[slot] = draw(values)
+    return data
+
+
+@st.composite
+def mutate_text(draw: st.DrawFn, text: str) -> str:
+    """One change to YAML text: damaging tokens, random text, cut or duplicated lines."""
+    action = draw(st.sampled_from(["insert", "cut", "duplicate", "indent"]))
+    at = draw(st.integers(0, len(text)))
+    if action == "insert":
+        piece = draw(st.sampled_from(YAML_DAMAGE) | st.text(max_size=20))
+        return text[:at] + piece + text[at:]
+    if action == "cut":
+        return text[:at] + text[at + draw(st.integers(1, 40)) :]
+    lines = text.splitlines(keepends=True) or [""]
+    i = draw(st.integers(0, len(lines) - 1))
+    if action == "duplicate":
+        return "".join(lines[: i + 1] + lines[i:])
+    lines[i] = draw(st.sampled_from(["\t", " ", "   ", "- "])) + lines[i]
+    return "".join(lines)
+
+
+@st.composite
+def mutate_bytes(draw: st.DrawFn, raw: bytes) -> bytes:
+    """One change to the file's bytes: random bytes (often invalid UTF-8) spliced in."""
+    at = draw(st.integers(0, len(raw)))
+    return raw[:at] + draw(st.binary(min_size=1, max_size=8)) + raw[at:]
+
+
+@st.composite
+def fuzzed_spec(draw: st.DrawFn) -> tuple[Path, bytes]:
+    """A shipped spec with one to four mutations at the data, text or byte level."""
+    path = draw(st.sampled_from(SHIPPED))
+    text = path.read_text(encoding="utf-8")
+    for _ in range(draw(st.sampled_from([1, 1, 1, 2, 2, 3, 4]))):
+        level = draw(st.sampled_from(["tree", "tree", "text", "text", "bytes"]))
+        if level == "tree":
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError:
+                continue
+            if not isinstance(data, dict | list):
+                continue
+            text = yaml.safe_dump(draw(mutate_tree(data)), allow_unicode=True, sort_keys=False)
+        elif level == "text":
+            text = draw(mutate_text(text))
+        else:
+            return path, draw(mutate_bytes(text.encode("utf-8")))
+    return path, text.encode("utf-8")
+
+
+override = st.builds(
+    lambda name, value: f"{name}={value}",
+    st.sampled_from(["n", "stages.0.blocks", "stages.1", "head.classes", "input", "x.y"])
+    | st.text(max_size=10),
+    plausible.map(str) | st.sampled_from(CODE_LIKE + YAML_DAMAGE) | st.text(max_size=20),
+)
+overrides = st.sampled_from([[], [], []]) | st.lists(override, min_size=1, max_size=2)
+
+
+class Hang(Exception):
+    """Raised by the wall-clock alarm: the input took longer than WALL_SECONDS."""
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise Hang(f"over {WALL_SECONDS} s")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of specs/, so a fuzzed spec's `extends:` finds its parent."""
+    target = tmp_path_factory.mktemp("fuzz")
+    for path in SHIPPED:
+        shutil.copy(path, target / path.name)
+    return target
+
+
+def check(path: Path, sets: list[str], render: bool) -> None:
+    """The contract for one input: valid, or a SpecError located in a file, within the bounds."""
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, WALL_SECONDS)
+    start = time.process_time()
+    try:
+        compiled = compile_spec(path, sets, MAX_NODES)
+        summary_dict(compiled.graph)
+        if render:
+            render_module(compiled, overrides=sets)
+        event("valid")
+    except SpecError as exc:
+        assert exc.location is not None and exc.location.file, f"unlocated: {exc}"
+        event("SpecError")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.process_time() - start < CPU_SECONDS
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(spec=fuzzed_spec(), sets=overrides, render=st.integers(0, 9).map(lambda i: i == 9))
+def test_fuzzed_specs_end_valid_or_located(
+    folder: Path, spec: tuple[Path, bytes], sets: list[str], render: bool
+) -> None:
+    origin, raw = spec
+    path = folder / f"fuzzed_{origin.name}"
+    path.write_bytes(raw)
+    check(path, sets, render)
+
+
+# Inputs the fuzzer found that once escaped as another exception: (spec text, --set
+# overrides, the error's line and column, a fragment of its message).
+FOUND: dict[str, tuple[str, list[str], tuple[int, int], str]] = {
+    "tag_on_a_key": (
+        "!binary aGk= extends: cifar_resnet.yaml\nname: x\n",
+        [],
+        (1, 1),
+        "could not determine a constructor for the tag '!binary'",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FOUND)
+def test_inputs_the_fuzzer_found(folder: Path, name: str) -> None:
+    text, sets, (line, column), fragment = FOUND[name]
+    path = folder / f"found_{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        compile_spec(path, sets)
+    assert caught.value.location == Location(str(path), line, column)
+    assert fragment in caught.value.message
