@@ -354,5 +354,8 @@ def json_schema() -> dict[str, Any]:
     for name, alternative in short_forms.items():
         body = schema["$defs"][name]
         schema["$defs"][name] = {"anyOf": [alternative, body]}
+    # A spec that `extends:` another takes what it leaves out from its parent.
+    schema["if"] = {"required": ["extends"]}
+    schema["else"] = {"required": schema.pop("required")}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
