@@ -23,6 +23,10 @@ MAX_DEPTH = 32
 MAX_YAML_NODES = 50_000
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# PyYAML's safe constructors trust their resolver: a scalar that looks like a date but is
+# not one (2001-13-45), or an explicit tag on text that does not fit it (!!int abc,
+# !!bool maybe, !!timestamp x), escapes as one of these instead of a YAMLError.
+_CONSTRUCTOR_ERRORS = (ValueError, KeyError, AttributeError)
 
 KeyPath = tuple[str | int, ...]
 _PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
@@ -119,6 +123,10 @@ def _mark(file: str, mark: Any) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _measure(node: yaml.Node, file: str, depth: int, memo: dict[int, int]) -> int:
     """Count nodes with aliases expanded, so a YAML bomb is refused before it is built."""
     if id(node) in memo:
@@ -171,6 +179,12 @@ class _Builder:
             problem = exc.problem or "cannot read this value"
             raise SpecError(
                 problem, _mark(self.file, exc.problem_mark or node.start_mark)
+            ) from None
+        except _CONSTRUCTOR_ERRORS:
+            raise SpecError(
+                f"cannot read {_clip(node.value)!r} as a YAML "
+                f"{node.tag.removeprefix('tag:yaml.org,2002:')}; quote it if it is text",
+                _mark(self.file, node.start_mark),
             ) from None
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
@@ -300,7 +314,7 @@ def _apply_override(doc: Document, text: str, params_key: str, fields: frozenset
         raise SpecError("value longer than 1,000 characters", where)
     try:
         value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, *_CONSTRUCTOR_ERRORS):
         raise SpecError(f"cannot read value {raw!r}", where) from None
     params = doc.data.get(params_key)
     if "." not in name and isinstance(params, dict) and name in params:

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from resgraph.backends.pytorch import render_module
-from resgraph.errors import Location, SpecError
+from resgraph.errors import SpecError
 from resgraph.pipeline import compile_spec
 from resgraph.spec import all_field_names
 from resgraph.summary import summary_dict
@@ -278,8 +278,9 @@ def test_fuzzed_specs_end_valid_or_located(
     check(path, sets, render)
 
 
-# Inputs the fuzzer found that once escaped as another exception: (spec text, --set
-# overrides, the error's line and column, a fragment of its message).
+# Inputs the fuzzer found (and their relatives, found reading the code it pointed at) that
+# once escaped as another exception: spec text, --set overrides, where the error points
+# (line and column; 0, 0 for an override) and a fragment of its message.
 FOUND: dict[str, tuple[str, list[str], tuple[int, int], str]] = {
     "tag_on_a_key": (
         "!binary aGk= extends: cifar_resnet.yaml\nname: x\n",
@@ -287,15 +288,33 @@ FOUND: dict[str, tuple[str, list[str], tuple[int, int], str]] = {
         (1, 1),
         "could not determine a constructor for the tag '!binary'",
     ),
+    "timestamp_tag_on_a_key": (
+        "!!timestamp 2001-12-14 extends: cifar_resnet.yaml\nname: x\n",
+        [],
+        (1, 1),
+        "cannot read '2001-12-14 extends' as a YAML timestamp",
+    ),
+    "impossible_date": ("name: x\ndescription: 2001-13-45\n", [], (2, 14), "YAML timestamp"),
+    "int_tag_on_text": ("name: !!int abc\n", [], (1, 7), "cannot read 'abc' as a YAML int"),
+    "bool_tag_on_text": ("name: x\nb: !!bool maybe\n", [], (2, 4), "as a YAML bool"),
+    "int_over_4300_digits": ("name: x\nparams: {n: " + "9" * 5000 + "}\n", [], (2, 13), "int"),
+    "impossible_date_in_an_override": (
+        "extends: cifar_resnet.yaml\nname: x\n",
+        ["n=2001-13-45"],
+        (0, 0),
+        "--set n=2001-13-45: cannot read value '2001-13-45'",
+    ),
 }
 
 
 @pytest.mark.parametrize("name", FOUND)
 def test_inputs_the_fuzzer_found(folder: Path, name: str) -> None:
-    text, sets, (line, column), fragment = FOUND[name]
+    text, sets, where, fragment = FOUND[name]
     path = folder / f"found_{name}.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(SpecError) as caught:
         compile_spec(path, sets)
-    assert caught.value.location == Location(str(path), line, column)
+    location = caught.value.location
+    assert location is not None
+    assert (location.file, location.line, location.column) == (str(path), *where)
     assert fragment in caught.value.message
