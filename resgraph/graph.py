@@ -91,6 +91,12 @@ class _GraphBuilder:
     ) -> str:
         for i, (layer, name) in enumerate(zip(layers, names, strict=True)):
             full = f"{prefix}{name}"
+            if layer.op == "add":
+                raise SpecError(
+                    f"{full}: an add cannot be used in the {extra['role']}; it joins a block's "
+                    "residual branch and its shortcut, so it belongs in a block type's layers",
+                    where(i),
+                )
             x = self.layer(layer, full, x, scope, where.child(i), f"{full} ({layer.op})", **extra)
         return x
 
