@@ -1,7 +1,7 @@
 """Fuzzing the front end: mutated shipped specs end valid or with a located SpecError, quickly.
 
 Every input goes through compile_spec (load, spec, expand, graph, passes) and, when valid,
-summary_dict; a fraction also through the PyTorch backend (it runs ruff, so it is slow).
+summary_dict and, half the time, the PyTorch backend with drawn options (it runs ruff).
 Anything but a SpecError with a file location is a bug, as is taking over the time bound.
 
 CI runs a short campaign; a long one by hand:
@@ -24,13 +24,13 @@ from conftest import SPECS
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from resgraph.backends.pytorch import render_module
+from resgraph.backends.pytorch import Options, render_module
 from resgraph.errors import SpecError
 from resgraph.pipeline import compile_spec
 from resgraph.spec import all_field_names
 from resgraph.summary import summary_dict
 
-EXAMPLES = int(os.environ.get("RESGRAPH_FUZZ_EXAMPLES", "250"))
+EXAMPLES = int(os.environ.get("RESGRAPH_FUZZ_EXAMPLES", "1000"))
 CPU_SECONDS = 2.0  # per input, front end + summary; process time, so a busy machine is no excuse
 WALL_SECONDS = 30.0  # a hang (a blocking read, an endless loop) fails instead of stalling CI
 # Time is linear in graph size (see bench/bench_scaling.py); a lower cap than the default keeps
@@ -123,9 +123,7 @@ VOCABULARY = [
     *("conv1", "conv2", "conv3", "bn1", "relu", "add", "se", "fc", "layer1"),
     *("n", "width", "in_channels", "out_channels", "stride", "width * 4", "n - 3", "mid"),
 ]
-plausible = (
-    st.integers(-2, 600) | st.sampled_from([2**16, 2**16 + 1, 2**20]) | st.sampled_from(VOCABULARY)
-)
+plausible_ints = st.integers(-2, 600) | st.sampled_from([2**16, 2**16 + 1, 2**20])
 
 
 def _containers(data: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -138,13 +136,33 @@ def _containers(data: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[A
 
 
 @st.composite
+def tweak_tree(draw: st.DrawFn, data: Any) -> Any:
+    """One plausible change to a scalar (a number, a name, a flag), keeping the structure."""
+    leaves = [
+        (container, slot)
+        for _, container in _containers(data)
+        for slot in (container if isinstance(container, dict) else range(len(container)))
+        if not isinstance(container[slot], dict | list)
+    ]
+    if not leaves:
+        return data
+    container, slot = draw(st.sampled_from(leaves))
+    value = container[slot]
+    if isinstance(value, bool):
+        container[slot] = not value
+    elif isinstance(value, int):
+        container[slot] = draw(plausible_ints)
+    else:
+        container[slot] = draw(st.sampled_from(VOCABULARY) | plausible_ints.map(str))
+    return data
+
+
+@st.composite
 def mutate_tree(draw: st.DrawFn, data: Any) -> Any:
     """One change to parsed spec data: insert, delete, rename or replace a key or item."""
     containers = list(_containers(data))
     _, target = draw(st.sampled_from(containers))
-    action = draw(
-        st.sampled_from(["tweak", "tweak", "insert", "delete", "rename", "replace", "nest", "swap"])
-    )
+    action = draw(st.sampled_from(["insert", "delete", "rename", "replace", "nest", "swap"]))
     slots = list(target) if isinstance(target, dict) else list(range(len(target)))
     if action == "insert" or not slots:
         if isinstance(target, dict):
@@ -163,8 +181,6 @@ def mutate_tree(draw: st.DrawFn, data: Any) -> Any:
     elif action == "swap":
         value = target[slot]
         target[slot] = str(value) if not isinstance(value, str) else draw(scalars)
-    elif action == "tweak":
-        target[slot] = draw(plausible)
     else:
         target[slot] = draw(values)
     return data
@@ -197,19 +213,20 @@ def mutate_bytes(draw: st.DrawFn, raw: bytes) -> bytes:
 
 @st.composite
 def fuzzed_spec(draw: st.DrawFn) -> tuple[Path, bytes]:
-    """A shipped spec with one to four mutations at the data, text or byte level."""
+    """A shipped spec with one to four mutations: plausible tweaks, data, text or bytes."""
     path = draw(st.sampled_from(SHIPPED))
     text = path.read_text(encoding="utf-8")
     for _ in range(draw(st.sampled_from([1, 1, 1, 2, 2, 3, 4]))):
-        level = draw(st.sampled_from(["tree", "tree", "text", "text", "bytes"]))
-        if level == "tree":
+        level = draw(st.sampled_from(["tweak", "tweak", "tree", "tree", "text", "text", "bytes"]))
+        if level in ("tweak", "tree"):
             try:
                 data = yaml.safe_load(text)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, ValueError):
                 continue
             if not isinstance(data, dict | list):
                 continue
-            text = yaml.safe_dump(draw(mutate_tree(data)), allow_unicode=True, sort_keys=False)
+            mutate = tweak_tree if level == "tweak" else mutate_tree
+            text = yaml.safe_dump(draw(mutate(data)), allow_unicode=True, sort_keys=False)
         elif level == "text":
             text = draw(mutate_text(text))
         else:
@@ -221,9 +238,15 @@ override = st.builds(
     lambda name, value: f"{name}={value}",
     st.sampled_from(["n", "stages.0.blocks", "stages.1", "head.classes", "input", "x.y"])
     | st.text(max_size=10),
-    plausible.map(str) | st.sampled_from(CODE_LIKE + YAML_DAMAGE) | st.text(max_size=20),
+    plausible_ints.map(str)
+    | st.sampled_from(VOCABULARY + CODE_LIKE + YAML_DAMAGE)
+    | st.text(max_size=20),
 )
 overrides = st.sampled_from([[], [], []]) | st.lists(override, min_size=1, max_size=2)
+
+
+# Half the valid inputs (a few percent of all) also go through the PyTorch backend.
+backends = st.none() | st.builds(Options, fold_bn=st.booleans(), channels_last=st.booleans())
 
 
 class Hang(Exception):
@@ -243,7 +266,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def check(path: Path, sets: list[str], render: bool) -> None:
+def check(path: Path, sets: list[str], backend: Options | None) -> None:
     """The contract for one input: valid, or a SpecError located in a file, within the bounds."""
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, WALL_SECONDS)
@@ -251,8 +274,8 @@ def check(path: Path, sets: list[str], render: bool) -> None:
     try:
         compiled = compile_spec(path, sets, MAX_NODES)
         summary_dict(compiled.graph)
-        if render:
-            render_module(compiled, overrides=sets)
+        if backend is not None:
+            render_module(compiled, backend, overrides=sets)
         event("valid")
     except SpecError as exc:
         assert exc.location is not None and exc.location.file, f"unlocated: {exc}"
@@ -268,16 +291,24 @@ def check(path: Path, sets: list[str], render: bool) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(spec=fuzzed_spec(), sets=overrides, render=st.integers(0, 9).map(lambda i: i == 9))
+@given(spec=fuzzed_spec(), sets=overrides, backend=backends)
 def test_fuzzed_specs_end_valid_or_located(
-    folder: Path, spec: tuple[Path, bytes], sets: list[str], render: bool
+    folder: Path, spec: tuple[Path, bytes], sets: list[str], backend: Options | None
 ) -> None:
     origin, raw = spec
     path = folder / f"fuzzed_{origin.name}"
     path.write_bytes(raw)
-    check(path, sets, render)
+    check(path, sets, backend)
 
 
+NET = """\
+name: net
+input: {{channels: 3, height: 32, width: 32}}
+stem: {stem}
+stages: [{{blocks: 1, width: 16}}]
+block: basic
+head: {head}
+"""
 # Inputs the fuzzer found (and their relatives, found reading the code it pointed at) that
 # once escaped as another exception: spec text, --set overrides, where the error points
 # (line and column; 0, 0 for an override) and a fragment of its message.
@@ -298,6 +329,24 @@ FOUND: dict[str, tuple[str, list[str], tuple[int, int], str]] = {
     "int_tag_on_text": ("name: !!int abc\n", [], (1, 7), "cannot read 'abc' as a YAML int"),
     "bool_tag_on_text": ("name: x\nb: !!bool maybe\n", [], (2, 4), "as a YAML bool"),
     "int_over_4300_digits": ("name: x\nparams: {n: " + "9" * 5000 + "}\n", [], (2, 13), "int"),
+    "add_in_the_stem": (
+        NET.format(stem="[add]", head="{classes: 10}"),
+        [],
+        (3, 8),
+        "add: an add cannot be used in the stem",
+    ),
+    "add_in_the_head": (
+        NET.format(stem="[]", head="{classes: 10, layers: [relu, add]}"),
+        [],
+        (6, 36),
+        "add: an add cannot be used in the head",
+    ),
+    "add_in_a_projection": (
+        "extends: resnet18.yaml\nshortcut: {option: C, projection: [add]}\n",
+        [],
+        (2, 36),
+        "layer1.0.downsample.0: an add cannot be used in the shortcut",
+    ),
     "impossible_date_in_an_override": (
         "extends: cifar_resnet.yaml\nname: x\n",
         ["n=2001-13-45"],
@@ -318,3 +367,17 @@ def test_inputs_the_fuzzer_found(folder: Path, name: str) -> None:
     assert location is not None
     assert (location.file, location.line, location.column) == (str(path), *where)
     assert fragment in caught.value.message
+
+
+def test_fold_bn_over_two_bn_eps_points_at_the_odd_bn(folder: Path) -> None:
+    """Found reading the backend for unlocated errors: --fold-bn refused with no location."""
+    path = folder / "found_two_eps.yaml"
+    path.write_text(
+        "extends: resnet18.yaml\nstem:\n  - conv: {name: conv1, out: 64, kernel: 7, stride: 2}\n"
+        "  - bn: {name: bn1, eps: 0.001}\n  - relu\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecError, match="--fold-bn needs one BN eps") as caught:
+        render_module(compile_spec(path), Options(fold_bn=True))
+    assert caught.value.location is not None
+    assert (caught.value.location.file, caught.value.location.line) == (str(path), 4)
