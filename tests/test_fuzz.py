@@ -221,8 +221,8 @@ def fuzzed_spec(draw: st.DrawFn) -> tuple[Path, bytes]:
         if level in ("tweak", "tree"):
             try:
                 data = yaml.safe_load(text)
-            except (yaml.YAMLError, ValueError):
-                continue
+            except (yaml.YAMLError, ValueError, KeyError, AttributeError):
+                continue  # PyYAML's own crashes on bad dates and tags: see resgraph/load.py
             if not isinstance(data, dict | list):
                 continue
             mutate = tweak_tree if level == "tweak" else mutate_tree
