@@ -30,7 +30,7 @@ from resgraph.pipeline import compile_spec
 from resgraph.spec import all_field_names
 from resgraph.summary import summary_dict
 
-EXAMPLES = int(os.environ.get("RESGRAPH_FUZZ_EXAMPLES", "1000"))
+EXAMPLES = int(os.environ.get("RESGRAPH_FUZZ_EXAMPLES", "600"))
 CPU_SECONDS = 2.0  # per input, front end + summary; process time, so a busy machine is no excuse
 WALL_SECONDS = 30.0  # a hang (a blocking read, an endless loop) fails instead of stalling CI
 # Time is linear in graph size (see bench/bench_scaling.py); a lower cap than the default keeps
