@@ -31,10 +31,10 @@ from resgraph.spec import all_field_names
 from resgraph.summary import summary_dict
 
 EXAMPLES = int(os.environ.get("RESGRAPH_FUZZ_EXAMPLES", "600"))
-CPU_SECONDS = 2.0  # per input, front end + summary; process time, so a busy machine is no excuse
+CPU_SECONDS = 2.0  # per input, in this process (ruff aside): a busy machine does not count
 WALL_SECONDS = 30.0  # a hang (a blocking read, an endless loop) fails instead of stalling CI
-# Time is linear in graph size (see bench/bench_scaling.py); a lower cap than the default keeps
-# every accepted input inside the bound without hiding anything super-linear.
+# Time grows about linearly with graph size (bench/bench_scaling.py: ~0.4 ms a block); a cap
+# below the default keeps the largest accepted input (~1 s) inside the bound.
 MAX_NODES = 20_000
 
 SHIPPED = sorted(SPECS.glob("*.yaml"))
