@@ -9,6 +9,7 @@ Every spec string reaching the source is a validated identifier, an int, or esca
 from __future__ import annotations
 
 import functools
+import keyword
 import re
 import subprocess
 import sys
@@ -172,6 +173,8 @@ def camel(name: str) -> str:
     for part in filter(None, name.split("_")):
         piece = part[:1].upper() + part[1:]
         out += ("_" if out and out[-1].isdigit() and piece[0].isdigit() else "") + piece
+    if keyword.iskeyword(out):  # none, true, false are names; None, True, False are not
+        return out + "_"
     return out or "Net"
 
 
