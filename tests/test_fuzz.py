@@ -381,3 +381,17 @@ def test_fold_bn_over_two_bn_eps_points_at_the_odd_bn(folder: Path) -> None:
         render_module(compile_spec(path), Options(fold_bn=True))
     assert caught.value.location is not None
     assert (caught.value.location.file, caught.value.location.line) == (str(path), 4)
+
+
+def test_names_that_camel_case_to_keywords_give_valid_source(folder: Path) -> None:
+    """Found by the fuzzer: `name: none` became `class None(nn.Module)`, which ruff refused."""
+    path = folder / "found_keyword_names.yaml"
+    path.write_text(
+        "extends: cifar_resnet.yaml\nname: none\nblock_types:\n  'true':\n    stride_on: c\n"
+        "    layers: [conv: {name: c, out: width, kernel: 3}, bn, add, relu]\nblock: 'true'\n",
+        encoding="utf-8",
+    )
+    source = render_module(compile_spec(path))
+    compile(source, str(path), "exec")
+    assert "class None_(nn.Module):" in source
+    assert "class True_(nn.Module):" in source
