@@ -233,6 +233,8 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
     where = doc.locate(("extends",))
     if not isinstance(parent_name, str) or not parent_name:
         raise SpecError("extends must be a path to another spec file", where)
+    if "\0" in parent_name:  # no file system takes one; pathlib raises ValueError
+        raise SpecError("extends: a path cannot contain a NUL character", where)
     parent_path = (path.parent / parent_name).resolve()
     here = path.resolve()
     if parent_path in (*chain, here):
