@@ -347,6 +347,7 @@ FOUND: dict[str, tuple[str, list[str], tuple[int, int], str]] = {
         (2, 36),
         "layer1.0.downsample.0: an add cannot be used in the shortcut",
     ),
+    "nul_in_extends": ('extends: "x\\0y"\nname: x\n', [], (1, 10), "cannot contain a NUL"),
     "impossible_date_in_an_override": (
         "extends: cifar_resnet.yaml\nname: x\n",
         ["n=2001-13-45"],
