@@ -233,14 +233,18 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
     where = doc.locate(("extends",))
     if not isinstance(parent_name, str) or not parent_name:
         raise SpecError("extends must be a path to another spec file", where)
-    if "\0" in parent_name:  # no file system takes one; pathlib raises ValueError
-        raise SpecError("extends: a path cannot contain a NUL character", where)
-    parent_path = (path.parent / parent_name).resolve()
+    try:
+        parent_path = (path.parent / parent_name).resolve()
+        found = parent_path.is_file()
+    except ValueError as exc:  # pathlib's answer to a NUL character
+        raise SpecError(f"extends: not a usable path ({exc})", where) from None
+    except OSError as exc:  # a name too long for the file system, ...
+        raise SpecError(f"extends: not a usable path ({exc.strerror})", where) from None
     here = path.resolve()
     if parent_path in (*chain, here):
         cycle = " -> ".join(p.name for p in (*chain, here, parent_path))
         raise SpecError(f"extends cycle: {cycle}", where)
-    if not parent_path.is_file():
+    if not found:
         raise SpecError(f"extends {parent_name!r}, but {parent_path} does not exist", where)
     shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
     parent = _load_with_parents(shown, (*chain, here))
