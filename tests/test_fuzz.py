@@ -347,7 +347,13 @@ FOUND: dict[str, tuple[str, list[str], tuple[int, int], str]] = {
         (2, 36),
         "layer1.0.downsample.0: an add cannot be used in the shortcut",
     ),
-    "nul_in_extends": ('extends: "x\\0y"\nname: x\n', [], (1, 10), "cannot contain a NUL"),
+    "nul_in_extends": ('extends: "x\\0y"\nname: x\n', [], (1, 10), "embedded null byte"),
+    "name_too_long_in_extends": (
+        f"extends: {'a' * 300}\nname: x\n",
+        [],
+        (1, 10),
+        "not a usable path (File name too long)",
+    ),
     "impossible_date_in_an_override": (
         "extends: cifar_resnet.yaml\nname: x\n",
         ["n=2001-13-45"],
