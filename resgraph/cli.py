@@ -78,6 +78,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     ok = all(r["valid"] for r in results)
     if args.format == "json":
         print(json.dumps({"valid": ok, "specs": results}, indent=2))
+    elif args.format == "sarif":
+        from resgraph.sarif import sarif_log
+
+        print(json.dumps(sarif_log(results), indent=2))
     elif args.format == "github":
         for r in results:
             if not r["valid"]:
@@ -243,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check specs for shape and channel mistakes")
     p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("--format", choices=["text", "json", "github"], default="text")
+    p.add_argument("--format", choices=["text", "json", "github", "sarif"], default="text")
     _spec_options(p)
     p.set_defaults(func=cmd_validate)
 

@@ -95,7 +95,7 @@ class _GraphBuilder:
     ) -> str:
         for i, (layer, name) in enumerate(zip(layers, names, strict=True)):
             full = f"{prefix}{name}"
-            if layer.op == "add":  # only a block has a shortcut to add
+            if layer.op == "add":
                 raise SpecError(
                     f"{full}: add joins a block's shortcut to its branch, so it belongs in a "
                     "block type's layers, not here",

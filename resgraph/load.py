@@ -23,6 +23,10 @@ MAX_DEPTH = 32
 MAX_YAML_NODES = 50_000
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# PyYAML's safe constructors trust their resolver: a scalar that looks like a date but is
+# not one (2001-13-45), or an explicit tag on text that does not fit it (!!int abc,
+# !!bool maybe, !!timestamp x), escapes as one of these instead of a YAMLError.
+_CONSTRUCTOR_ERRORS = (ValueError, KeyError, AttributeError)
 
 KeyPath = tuple[str | int, ...]
 _PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
@@ -119,6 +123,10 @@ def _mark(file: str, mark: Any) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _measure(node: yaml.Node, file: str, depth: int, memo: dict[int, int]) -> int:
     """Count nodes with aliases expanded, so a YAML bomb is refused before it is built."""
     if id(node) in memo:
@@ -161,12 +169,22 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        """A scalar's value; a tag outside the safe schema (`!binary`, `!!python/`) is located."""
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
             problem = exc.problem or "cannot read this value"
             raise SpecError(
                 problem, _mark(self.file, exc.problem_mark or node.start_mark)
+            ) from None
+        except _CONSTRUCTOR_ERRORS:
+            raise SpecError(
+                f"cannot read {_clip(node.value)!r} as a YAML "
+                f"{node.tag.removeprefix('tag:yaml.org,2002:')}; quote it if it is text",
+                _mark(self.file, node.start_mark),
             ) from None
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
@@ -181,7 +199,7 @@ class _Builder:
             where = _mark(self.file, key_node.start_mark)
             if not isinstance(key_node, yaml.ScalarNode):
                 raise SpecError("mapping keys must be plain names", where)
-            key = self.constructor.construct_object(key_node)
+            key = self._scalar(key_node)
             if not isinstance(key, str):
                 raise SpecError(
                     f"mapping key {key!r} must be a name, not a {type(key).__name__}", where
@@ -215,12 +233,18 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
     where = doc.locate(("extends",))
     if not isinstance(parent_name, str) or not parent_name:
         raise SpecError("extends must be a path to another spec file", where)
-    parent_path = (path.parent / parent_name).resolve()
+    try:
+        parent_path = (path.parent / parent_name).resolve()
+        found = parent_path.is_file()
+    except ValueError as exc:  # pathlib's answer to a NUL character
+        raise SpecError(f"extends: not a usable path ({exc})", where) from None
+    except OSError as exc:  # a name too long for the file system, ...
+        raise SpecError(f"extends: not a usable path ({exc.strerror})", where) from None
     here = path.resolve()
     if parent_path in (*chain, here):
         cycle = " -> ".join(p.name for p in (*chain, here, parent_path))
         raise SpecError(f"extends cycle: {cycle}", where)
-    if not parent_path.is_file():
+    if not found:
         raise SpecError(f"extends {parent_name!r}, but {parent_path} does not exist", where)
     shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
     parent = _load_with_parents(shown, (*chain, here))
@@ -296,7 +320,7 @@ def _apply_override(doc: Document, text: str, params_key: str, fields: frozenset
         raise SpecError("value longer than 1,000 characters", where)
     try:
         value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, *_CONSTRUCTOR_ERRORS):
         raise SpecError(f"cannot read value {raw!r}", where) from None
     params = doc.data.get(params_key)
     if "." not in name and isinstance(params, dict) and name in params:

@@ -9,6 +9,7 @@ Every spec string reaching the source is a validated identifier, an int, or esca
 from __future__ import annotations
 
 import functools
+import keyword
 import re
 import subprocess
 import sys
@@ -182,6 +183,8 @@ def camel(name: str) -> str:
     for part in filter(None, name.split("_")):
         piece = part[:1].upper() + part[1:]
         out += ("_" if out and out[-1].isdigit() and piece[0].isdigit() else "") + piece
+    if keyword.iskeyword(out):  # none, true, false are names; None, True, False are not
+        return out + "_"
     return out or "Net"
 
 
@@ -514,7 +517,16 @@ class _Renderer:
             zero_init = [(c.name, c.last_bn) for c in self.classes.values() if c.last_bn]
         eps = {d["attrs"]["eps"] for _, d in g.nodes(data=True) if d["op"] == "bn"}
         if fold and len(eps) > 1:
-            raise SpecError("--fold-bn needs one BN eps across the network", None)
+            # Point at a BN whose eps the spec set: with two values, one is not the default.
+            name, data = next(
+                (n, d)
+                for n, d in g.nodes(data=True)
+                if d["op"] == "bn" and d["attrs"]["eps"] != 1e-5
+            )
+            raise SpecError(
+                f"--fold-bn needs one BN eps across the network; {name} has {data['attrs']['eps']}",
+                data["loc"],
+            )
         title = spec.description or f"The {spec.name} network."
         return ModuleView(
             title=docstring(title),
