@@ -183,3 +183,11 @@ def test_generated_module_has_no_resgraph_dependency(tmp_path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "CifarResnet20"
+
+
+@pytest.mark.parametrize("spec", sorted(p.stem for p in SPECS.glob("*.yaml")))
+def test_every_generated_module_has_the_cost_pass_parameter_count(spec: str) -> None:
+    compiled = compile_spec(SPECS / f"{spec}.yaml")
+    module = importlib.import_module(f"generated.{compiled.spec.name}")
+    model = module.build_model()
+    assert sum(p.numel() for p in model.parameters()) == compiled.graph.graph["params"]
