@@ -105,8 +105,19 @@ def parse_yaml(text: str, file: str) -> Document:
 
 def _check_depth(text: str, file: str) -> None:
     """Refuse deep nesting from the flat event stream: composing it would overflow the C stack."""
+    try:
+        _scan_depth(text, file, _Loader)
+    except yaml.MarkedYAMLError as exc:
+        if "nesting depth" not in str(exc.problem):
+            raise
+        # Newer libyaml stops at its own limit (1,000) before yielding an event; the pure-Python
+        # parser has none, so it finds where our limit is passed, as with older versions.
+        _scan_depth(text, file, yaml.SafeLoader)
+
+
+def _scan_depth(text: str, file: str, loader: type) -> None:
     depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:

