@@ -192,6 +192,22 @@ def _kwargs(**values: Any) -> str:
     return ", ".join(f"{key}={value}" for key, value in values.items() if value is not None)
 
 
+def _window(args: Any, stride_value: int | str, stride_scale: str | None) -> tuple[str, str, str]:
+    """Kernel, stride and padding as source: padding defaults to (kernel - 1) // 2, and the
+    block's `stride` multiplies the stride of its stride_on layer."""
+    kernel = expr.render(args.kernel)
+    stride = expr.render(stride_value)
+    if stride_scale:
+        stride = stride_scale if stride == "1" else f"{stride} * {stride_scale}"
+    if args.padding is not None:
+        padding = expr.render(args.padding)
+    elif isinstance(args.kernel, int):
+        padding = str((args.kernel - 1) // 2)
+    else:
+        padding = f"({kernel} - 1) // 2"
+    return kernel, stride, padding
+
+
 def _layer_ctor(
     layer: Layer, channels: str, stride_scale: str | None, folded: bool, inplace: bool
 ) -> tuple[str, str]:
@@ -199,16 +215,7 @@ def _layer_ctor(
     op, args = layer.op, layer.args
     if op == "conv":
         out = expr.render(args.out)
-        kernel = expr.render(args.kernel)
-        stride = expr.render(args.stride)
-        if stride_scale:
-            stride = stride_scale if stride == "1" else f"{stride} * {stride_scale}"
-        if args.padding is not None:
-            padding = expr.render(args.padding)
-        elif isinstance(args.kernel, int):
-            padding = str((args.kernel - 1) // 2)
-        else:
-            padding = f"({kernel} - 1) // 2"
+        kernel, stride, padding = _window(args, args.stride, stride_scale)
         groups = expr.render(args.groups)
         kw = _kwargs(
             kernel_size=kernel,
@@ -230,16 +237,7 @@ def _layer_ctor(
         total = channels if re.fullmatch(r"\w+", channels) else f"({channels})"
         return f"SqueezeExcite({channels}, {total} // {expr.render(args.reduction)})", channels
     if op in ("maxpool", "avgpool"):
-        kernel = expr.render(args.kernel)
-        stride = kernel if args.stride is None else expr.render(args.stride)
-        if stride_scale:
-            stride = stride_scale if stride == "1" else f"{stride} * {stride_scale}"
-        if args.padding is not None:
-            padding = expr.render(args.padding)
-        elif isinstance(args.kernel, int):
-            padding = str((args.kernel - 1) // 2)
-        else:
-            padding = f"({kernel} - 1) // 2"
+        kernel, stride, padding = _window(args, args.stride or args.kernel, stride_scale)
         kw = _kwargs(
             kernel_size=kernel,
             stride=stride,
