@@ -6,10 +6,10 @@
 set -eu
 out=${1:-runs/digits-depth}
 for net in plain20 resnet20 plain56 resnet56; do
-    python -m resgraph.train train "specs/cifar_$net.yaml" --recipe digits-depth \
+    resgraph train "specs/cifar_$net.yaml" --recipe digits-depth \
         --set input.height=16 --set input.width=16 --seed 0 --out "$out/$net"
 done
-python -m resgraph.train plot "$out/plain20" "$out/plain56" -o "$out/plain.png"
-python -m resgraph.train plot "$out/resnet20" "$out/resnet56" -o "$out/residual.png"
-python -m resgraph.train analyze responses "$out/plain20" "$out/plain56" "$out/resnet20" \
+resgraph plot "$out/plain20" "$out/plain56" -o "$out/plain.png"
+resgraph plot "$out/resnet20" "$out/resnet56" -o "$out/residual.png"
+resgraph analyze responses "$out/plain20" "$out/plain56" "$out/resnet20" \
     "$out/resnet56" --checkpoint last -o "$out/std.png"

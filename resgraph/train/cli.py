@@ -1,14 +1,12 @@
 """The trainer's commands: `train`, `plot` and `analyze responses`.
 
-resgraph/cli.py adds them with `add_parsers(subparsers)`; each sets `func` to its
-`run_*` function. `python -m resgraph.train COMMAND ...` runs them on their own.
+resgraph/cli.py adds them to the `resgraph` command with `add_parsers(subparsers)`; each
+sets `func` to its `run_*` function.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from typing import Any
 
 from resgraph.errors import SpecError
@@ -141,18 +139,3 @@ def add_parsers(subparsers: Any) -> None:
     add_train_parser(subparsers)
     add_plot_parser(subparsers)
     add_analyze_parser(subparsers)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m resgraph.train`: the same commands and errors as `resgraph`."""
-    parser = argparse.ArgumentParser(prog="python -m resgraph.train")
-    add_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except SpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
