@@ -102,6 +102,15 @@ def test_plot_and_analyze_write_pngs(digits_run: Path, tmp_path: Path) -> None:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_on_in_memory_data_reproduces_the_test_error(digits_run: Path) -> None:
+    output = digits_run / "center.json"
+    done = trainer("evaluate", str(digits_run), "--checkpoint", "last", "-o", str(output))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(output.read_text())
+    assert result["data"] == "digits" and result["images"] == 360
+    assert result["top1_error"] == records(digits_run)[-1]["test_error"]
+
+
 def _train_args(run: Path) -> list[str]:
     return [
         "train",

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from resgraph.errors import SpecError
 
+TEST_MODES = ("center", "10crop", "multiscale")  # `resgraph evaluate --test`
+PAPER_SCALES = (224, 256, 384, 480, 640)  # the paper's fully-convolutional test scales (Sec. 3.4)
+
 
 class TrainError(SpecError):
     """A problem with a training run (data, checkpoint, diverged loss) a user can act on."""

@@ -61,6 +61,37 @@ def normalize(images: Tensor, mean: Tensor) -> Tensor:
     return images.float().div_(255).sub_(mean)
 
 
+# AlexNet's colour augmentation (Krizhevsky, Sutskever and Hinton 2012, Sec. 4.1): the
+# eigenvalues and eigenvectors (columns) of the 3x3 covariance of ImageNet's RGB pixel values,
+# for values in [0, 1], as published with fb.resnet.torch (datasets/imagenet.lua, `pca`), the
+# reference reimplementation of the ResNet paper's training.
+IMAGENET_EIGENVALUES = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGENVECTORS = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+
+def lighting_offsets(count: int, std: float, rng: torch.Generator) -> Tensor:
+    """One RGB offset per image, V @ (alpha * lambda) with alpha ~ N(0, std^2): (count, 3)."""
+    alpha = torch.randn(count, 3, generator=rng, dtype=torch.float64) * std
+    eigenvalues = torch.tensor(IMAGENET_EIGENVALUES, dtype=torch.float64)
+    eigenvectors = torch.tensor(IMAGENET_EIGENVECTORS, dtype=torch.float64)
+    return (alpha * eigenvalues) @ eigenvectors.T
+
+
+def lighting(images: Tensor, std: float, rng: torch.Generator) -> Tensor:
+    """Add each image's PCA lighting offset to all its pixels (float RGB images in [0, 1] units).
+
+    Subtracting a mean is linear, so the offset may be added before or after it.
+    """
+    if std == 0:
+        return images
+    offsets = lighting_offsets(len(images), std, rng).to(images.device, images.dtype)
+    return images + offsets[:, :, None, None]
+
+
 def to_tensor(image: Image.Image) -> Tensor:
     """A PIL image as a uint8 (C, H, W) tensor."""
     data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)

@@ -1,4 +1,4 @@
-"""The trainer's commands: `train`, `plot` and `analyze responses`.
+"""The trainer's commands: `train`, `evaluate`, `plot` and `analyze responses`.
 
 resgraph/cli.py adds them to the `resgraph` command with `add_parsers(subparsers)`; each
 sets `func` to its `run_*` function.
@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from resgraph.errors import SpecError
+from resgraph.train import PAPER_SCALES, TEST_MODES
 
 DEVICES = ("cpu", "cuda")
 
@@ -134,8 +135,97 @@ def run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scales(text: str) -> tuple[int, ...]:
+    """--scales 224,256,384: positive integers."""
+    try:
+        scales = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 224,256,384, not {text!r}") from None
+    if not scales or min(scales) < 1:
+        raise argparse.ArgumentTypeError("scales must be positive")
+    return scales
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def add_evaluate_parser(subparsers: Any) -> None:
+    """Add `evaluate RUN --test MODE` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="top-1/top-5 error of a trained run: centre crop, 10-crop or multi-scale",
+    )
+    p.add_argument("run", metavar="RUN", help="a training run's folder")
+    p.add_argument("--data", metavar="SOURCE", help="test data (default: the run's --data)")
+    p.add_argument(
+        "--test",
+        choices=TEST_MODES,
+        default="center",
+        help="center crop; 10crop (corners, centre and their flips); multiscale (fully "
+        "convolutional over --scales)",
+    )
+    p.add_argument(
+        "--scales",
+        type=_scales,
+        default=PAPER_SCALES,
+        metavar="S,S,...",
+        help="shorter sides for multiscale (default: the paper's 224,256,384,480,640)",
+    )
+    p.add_argument(
+        "--test-size",
+        type=_positive,
+        metavar="N",
+        help="shorter side before center/10-crop (default: the recipe's test_size)",
+    )
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--batch-size", type=_positive, metavar="N", help="images per batch")
+    p.add_argument("--workers", type=int, metavar="N", help="data loader processes")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="JSON result (default RUN/evaluate-<test>.json)"
+    )
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate, print a table, and write the JSON result."""
+    import json
+    from pathlib import Path
+
+    from resgraph.output import write_atomic
+    from resgraph.train.evaluate import Request, evaluate, table
+
+    if args.workers is not None and args.workers < 0:
+        raise SpecError("--workers must be 0 or more")
+    request = Request(
+        run=Path(args.run),
+        data=args.data,
+        test=args.test,
+        scales=args.scales,
+        test_size=args.test_size,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    result = evaluate(request)
+    output = Path(args.output or Path(args.run) / f"evaluate-{args.test}.json")
+    write_atomic(output, json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"-> {output}")
+    return 0
+
+
 def add_parsers(subparsers: Any) -> None:
-    """Add train, plot and analyze to an argparse subparsers object."""
+    """Add train, evaluate, plot and analyze to an argparse subparsers object."""
     add_train_parser(subparsers)
+    add_evaluate_parser(subparsers)
     add_plot_parser(subparsers)
     add_analyze_parser(subparsers)

@@ -183,12 +183,20 @@ def _class_files(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise TrainError(f"class folder {unknown[0]!r} is not in train/", Location(str(folder)))
-    files = [
-        (path, label)
-        for label, name in enumerate(classes)
-        for path in sorted((folder / name).iterdir() if (folder / name).is_dir() else [])
-        if path.suffix.lower() in IMAGE_SUFFIXES
-    ]
+    files = []
+    for label, name in enumerate(classes):
+        if name not in found:
+            continue  # a class the held-out split does not sample
+        images = [
+            (path, label)
+            for path in sorted((folder / name).iterdir())
+            if path.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        if not images:
+            raise TrainError(
+                "empty class folder: no images (.jpg, .png, ...)", Location(str(folder / name))
+            )
+        files += images
     if not files:
         raise TrainError("no images (.jpg, .png, ...) in the class folders", Location(str(folder)))
     return files

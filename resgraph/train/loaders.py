@@ -45,6 +45,20 @@ class Batches(Protocol):
     def evaluate(self, split: str) -> Iterator[Batch]: ...
 
 
+def _check_lighting(recipe: Recipe, channels: int) -> None:
+    if recipe.augment.lighting and channels != 3:
+        raise TrainError(
+            f"augment.lighting uses ImageNet's RGB colour statistics; this spec has "
+            f"{channels}-channel input (set augment.lighting=0)",
+            Location("recipe augment.lighting"),
+        )
+
+
+def _lit(images: Tensor, recipe: Recipe, *key: object) -> Tensor:
+    """Normalised images with the recipe's PCA lighting noise, drawn from a generator per step."""
+    return augment.lighting(images, recipe.augment.lighting, augment.generator("lighting", *key))
+
+
 def _per_rank(recipe: Recipe, where: Placement, size: int) -> tuple[int, int]:
     """Images per rank per step and steps per epoch, refusing sizes that cannot work."""
     if recipe.batch_size % where.world:
@@ -66,6 +80,7 @@ class InMemoryBatches:
 
     def __init__(self, data: InMemory, recipe: Recipe, seed: int, where: Placement) -> None:
         channels, height, width = where.shape
+        _check_lighting(recipe, channels)
         train = Split(augment.fit(data.train.images, channels, height, width), data.train.labels)
         test = Split(augment.fit(data.test.images, channels, height, width), data.test.labels)
         self.splits = {"test": test}
@@ -89,15 +104,19 @@ class InMemoryBatches:
         order = torch.randperm(
             len(self.labels), generator=augment.generator("order", self.seed, epoch)
         )
-        first = self.where.rank * self.per_rank
+        rank = self.where.rank
+        first = rank * self.per_rank
         for step in range(start, self.steps_per_epoch):
             begin = step * self.recipe.batch_size + first
             index = order[begin : begin + self.per_rank].to(self.where.device)
-            rng = augment.generator("augment", self.seed, epoch, step, self.where.rank)
+            rng = augment.generator("augment", self.seed, epoch, step, rank)
             images = augment.crop_flip(
                 self.images[index], self.recipe.augment.pad, self.recipe.augment.flip, rng
             )
-            yield augment.normalize(images, self.mean), self.labels[index]
+            images = _lit(
+                augment.normalize(images, self.mean), self.recipe, self.seed, epoch, step, rank
+            )
+            yield images, self.labels[index]
 
     def evaluate(self, split: str) -> Iterator[Batch]:
         """This rank's share of a held-out split, unaugmented."""
@@ -168,6 +187,7 @@ class FolderBatches:
     """Batches decoded by DataLoader workers from an image folder."""
 
     def __init__(self, data: Folder, recipe: Recipe, seed: int, where: Placement) -> None:
+        _check_lighting(recipe, where.shape[0])
         self.recipe, self.seed, self.where = recipe, seed, where
         self.per_rank, self.steps_per_epoch = _per_rank(recipe, where, len(data.train))
         self.train_set = FolderImages(data.train, recipe, seed, where.shape, training=True)
@@ -224,8 +244,9 @@ class FolderBatches:
                 self.recipe.batch_size,
             )
         ]
-        for images, labels in self._load(self.train_set, keys):
-            yield augment.normalize(images, self.mean), labels
+        for step, (images, labels) in enumerate(self._load(self.train_set, keys), start):
+            images = augment.normalize(images, self.mean)
+            yield _lit(images, self.recipe, self.seed, epoch, step, self.where.rank), labels
 
     def evaluate(self, split: str) -> Iterator[Batch]:
         """This rank's share of the val/ images; with 10 crops a batch is (N, 10, C, H, W)."""

@@ -91,6 +91,7 @@ class Trainer:
             "totals": self.totals.tolist(),
             "best": self.best,
             "records": self.records,
+            "pixel_mean": self.batches.mean.cpu(),  # what `resgraph evaluate` subtracts
         }
 
     def restore(self, state: dict[str, Any]) -> None:

@@ -47,6 +47,13 @@ class Augment(_Model):
     pad: int = Field(default=0, ge=0)
     flip: bool = False
     scale: tuple[int, int] | None = None
+    lighting: float = Field(
+        default=0.0,
+        ge=0,
+        le=10,
+        description="std of alpha in AlexNet's PCA colour augmentation (0.1 in the paper); "
+        "0 turns it off; RGB input only",
+    )
 
 
 class Recipe(_Model):
