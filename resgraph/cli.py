@@ -86,10 +86,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for r in results:
             if not r["valid"]:
                 e = r["error"]
-                message = e["message"].replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
                 print(
-                    f"::error file={e['file']},line={max(e['line'], 1)},col={max(e['column'], 1)}"
-                    f"::{message}"
+                    f"::error file={_github_property(e['file'])},line={max(e['line'], 1)},"
+                    f"col={max(e['column'], 1)}::{_github_data(e['message'])}"
                 )
     else:
         for r in results:
@@ -101,6 +100,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
             else:
                 print(r["error"]["text"], file=sys.stderr)
     return 0 if ok else 1
+
+
+def _github_data(text: str) -> str:
+    """Escape a workflow command's message, as GitHub's actions toolkit does."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _github_property(text: str) -> str:
+    """Escape a workflow command property (file=...): also ':' and ',', which separate them."""
+    return _github_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -149,6 +158,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.target == "onnx" and args.check:
         print("resgraph compile: --check compares generated PyTorch source", file=sys.stderr)
         return 2
+    if args.target == "onnx" and args.channels_last:
+        print(
+            "resgraph compile: --channels-last: only with --target pytorch (ONNX runtimes "
+            "choose their own memory layout)",
+            file=sys.stderr,
+        )
+        return 2
     if args.head == "fcn":
         args.overrides = ["head.kind=fcn", *args.overrides]
     stale = 0
@@ -189,7 +205,12 @@ def _write_pytorch(args: argparse.Namespace, compiled: Compiled, target: Path) -
 
 
 def _write_onnx(args: argparse.Namespace, compiled: Compiled, target: Path) -> None:
-    from resgraph.backends.onnx_export import compile_onnx
+    try:
+        from resgraph.backends.onnx_export import compile_onnx
+    except ModuleNotFoundError as exc:
+        raise SpecError(
+            f"--target onnx needs the {exc.name} package: pip install 'resgraph[onnx]'"
+        ) from None
 
     compile_onnx(
         compiled,
@@ -234,6 +255,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(json_schema(), indent=2))
     return 0
+
+
+def _non_negative(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx: a state_dict or training checkpoint (.pt/.pth) keyed like the "
         "generated module; without it, He-init from --seed",
     )
-    p.add_argument("--seed", type=int, default=0, help="onnx: seed of the He-init (default 0)")
+    p.add_argument(
+        "--seed", type=_non_negative, default=0, help="onnx: seed of the He-init (default 0)"
+    )
     p.add_argument("--opset", type=int, default=17, help="onnx: opset version (default 17)")
     p.add_argument(
         "--fp16",

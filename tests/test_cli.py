@@ -113,6 +113,13 @@ def test_validate_github_annotations(write_spec) -> None:
     )
 
 
+def test_validate_github_escapes_the_file_name(write_spec) -> None:
+    broken = write_spec(BROKEN, name="x,line=9:a.yaml")
+    result = run_cli("validate", str(broken), "--format", "github")
+    escaped = str(broken).replace(":", "%3A").replace(",", "%2C")
+    assert result.stdout.startswith(f"::error file={escaped},line=3,col=9::stages: ")
+
+
 def test_validate_github_escapes_and_locates_a_set_error() -> None:
     result = run_cli(
         "validate", "specs/cifar_resnet.yaml", "--set", "nn=100%", "--format", "github"

@@ -215,3 +215,54 @@ def test_compiling_without_weights_never_imports_torch(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     onnx.checker.check_model(str(out), full_check=True)
+
+
+def _cli_in_a_fresh_python(args: list[str], before: str = "") -> subprocess.CompletedProcess[str]:
+    script = (
+        "import sys\n"
+        f"{before}"
+        "from resgraph.cli import main\n"
+        f"status = main({args!r})\n"
+        "print('torch' in sys.modules)\n"
+        "sys.exit(status)\n"
+    )
+    return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+
+
+def test_the_onnx_command_never_imports_torch(tmp_path: Path) -> None:
+    out = tmp_path / "r20.onnx"
+    args = ["compile", str(SPECS / "cifar_resnet20.yaml"), "--target", "onnx", "-o", str(out)]
+    done = _cli_in_a_fresh_python(args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False", "torch was imported"
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_without_the_onnx_package_the_message_says_what_to_install(tmp_path: Path) -> None:
+    out = tmp_path / "r20.onnx"
+    args = ["compile", str(SPECS / "cifar_resnet20.yaml"), "--target", "onnx", "-o", str(out)]
+    done = _cli_in_a_fresh_python(args, before="sys.modules['onnx'] = None\n")
+    assert done.returncode == 1
+    assert done.stderr == "--target onnx needs the onnx package: pip install 'resgraph[onnx]'\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seed", "-1"], "argument --seed: expected 0 or more, not -1"),
+        (["--channels-last"], "--channels-last: only with --target pytorch"),
+    ],
+)
+def test_flags_that_cannot_apply_are_usage_errors(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resgraph.cli import main
+
+    out = tmp_path / "r20.onnx"
+    try:
+        status = main(["compile", str(SPECS / "cifar_resnet20.yaml"), "--target", "onnx", *flags])
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2 and message in capsys.readouterr().err
+    assert not out.exists()
