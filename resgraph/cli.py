@@ -32,7 +32,7 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-nodes",
-        type=int,
+        type=_positive,
         default=DEFAULT_MAX_NODES,
         metavar="N",
         help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})",
@@ -128,7 +128,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
     graph = _compile(args, args.spec).graph
     text = to_dot(graph) if args.format == "dot" else to_mermaid(graph)
-    if args.output:
+    if args.output is not None:
         write_atomic(Path(args.output), text)
     else:
         sys.stdout.write(text)
@@ -140,7 +140,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from resgraph.backends.pytorch import output_name
     from resgraph.output import inside
 
-    if args.output and len(args.specs) > 1:
+    if args.output is not None and len(args.specs) > 1:
         print("resgraph compile: -o/--output takes a single spec", file=sys.stderr)
         return 2
     onnx_only = [
@@ -173,7 +173,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         name = output_name(compiled, args.head)
         if args.target == "onnx":
             name = name.removesuffix(".py") + ".onnx"
-        if args.output:
+        if args.output is not None:
             target = Path(args.output)
         else:
             inside(Path(args.out_dir), name)  # refuses names escaping the folder
@@ -255,6 +255,14 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(json_schema(), indent=2))
     return 0
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
+    return value
 
 
 def _non_negative(text: str) -> int:
@@ -374,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "csv", "json"], default="text")
     p.add_argument(
         "--max-nodes",
-        type=int,
+        type=_positive,
         default=DEFAULT_MAX_NODES,
         metavar="N",
         help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})",

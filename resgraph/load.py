@@ -256,7 +256,8 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
         cycle = " -> ".join(p.name for p in (*chain, here, parent_path))
         raise SpecError(f"extends cycle: {cycle}", where)
     if not found:
-        raise SpecError(f"extends {parent_name!r}, but {parent_path} does not exist", where)
+        problem = "is a folder, not a spec file" if parent_path.is_dir() else "does not exist"
+        raise SpecError(f"extends {parent_name!r}, but {parent_path} {problem}", where)
     shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
     parent = _load_with_parents(shown, (*chain, here))
     del doc.data["extends"]
@@ -329,10 +330,10 @@ def _apply_override(doc: Document, text: str, params_key: str, fields: frozenset
         raise SpecError("expected NAME=VALUE, e.g. --set n=18 or --set stages.0.blocks=5", where)
     if len(raw) > 1000:
         raise SpecError("value longer than 1,000 characters", where)
-    try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
-    except (yaml.YAMLError, *_CONSTRUCTOR_ERRORS):
-        raise SpecError(f"cannot read value {raw!r}", where) from None
+    try:  # the same guarded parser as files: no tags, no alias bombs, no deep nesting
+        value = parse_yaml(raw, "--set").data if raw.strip() else ""
+    except SpecError as exc:
+        raise SpecError(f"cannot read value {_clip(raw)!r}: {exc.message}", where) from None
     params = doc.data.get(params_key)
     if "." not in name and isinstance(params, dict) and name in params:
         path: KeyPath = (params_key, name)

@@ -16,8 +16,20 @@ def write_atomic(path: Path, content: str | bytes | Iterable[bytes | memoryview]
     `content` may come in chunks, so that large outputs (ONNX weights) are never joined
     into one more copy in memory.
     """
+    where = Location(str(path))
+    if not path.name:
+        raise SpecError("an empty output file name", where)
     if path.is_dir():
-        raise SpecError(f"{path} is a folder; give a file name", Location(str(path)))
+        raise SpecError("is a folder; give a file name", where)
+    if path.exists() and not path.is_file():  # /dev/stdout, a FIFO: a rename would replace it
+        raise SpecError("not a regular file; give a file name", where)
+    try:
+        _replace(path, content)
+    except OSError as exc:
+        raise SpecError(f"cannot write: {exc.strerror or exc}", where) from None
+
+
+def _replace(path: Path, content: str | bytes | Iterable[bytes | memoryview]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode("utf-8") if isinstance(content, str) else content
     # mkstemp makes the file private (0600); give it the mode a plain open() would.

@@ -54,13 +54,24 @@ def to_spec(doc: Document) -> Spec:
 def _located(exc: ValidationError, doc: Document) -> SpecError:
     errors = exc.errors(include_url=False)
     error = min(errors, key=lambda e: _sort_key(doc, e["loc"]))
+    if error["type"] == "missing":  # a misspelt required key: point at the misspelling
+        wanted = str(error["loc"][-1])
+        for other in errors:
+            if (
+                other["type"] == "extra_forbidden"
+                and other["loc"][:-1] == error["loc"][:-1]
+                and difflib.get_close_matches(str(other["loc"][-1]), [wanted], n=1)
+            ):
+                error = {**other, "hint": wanted}
+                break
     known = _known_keys(doc)
     loc = tuple(part for part in error["loc"] if isinstance(part, int) or part in known)
     dotted = ".".join(str(p) for p in loc) or "spec"
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        close = difflib.get_close_matches(key, sorted(all_field_names()), n=1)
+        close = [error["hint"]] if "hint" in error else []
+        close = close or difflib.get_close_matches(key, sorted(all_field_names()), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return SpecError(
             f"unknown key {key!r} in {'.'.join(map(str, loc[:-1])) or 'spec'}{hint}",

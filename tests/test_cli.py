@@ -413,3 +413,9 @@ def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
     assert re.fullmatch(r"resgraph \d+\.\d+\.\d+\n", result.stdout)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "x"])
+def test_max_nodes_must_be_positive(value: str) -> None:
+    result = run_cli("validate", "specs/resnet18.yaml", "--max-nodes", value)
+    assert result.returncode == 2 and "argument --max-nodes" in result.stderr

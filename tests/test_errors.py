@@ -192,6 +192,16 @@ CASES: dict[str, Case] = {
         "strde",
         "unknown key 'strde' in stem.0.conv (did you mean 'stride'?)",
     ),
+    "misspelt_required_key": case(
+        replaced("kernel: 3}", "kernal: 3}"),
+        "kernal",
+        "unknown key 'kernal' in stem.0.conv (did you mean 'kernel'?)",
+    ),
+    "misspelt_required_head_key": case(
+        replaced("head: {classes: 10}", "head: {clases: 10}"),
+        "clases",
+        "unknown key 'clases' in head (did you mean 'classes'?)",
+    ),
     "two_ops": case(replaced("  - bn\n", "  - {bn: {}, relu: {}}\n"), "{bn", "a layer is one op"),
     "missing_key": case(
         replaced(", width: 32}", "}"), "{channels", "input: missing required key 'width'"

@@ -233,6 +233,17 @@ def test_a_name_that_is_both_a_parameter_and_a_field_is_the_parameter() -> None:
         ("name.first=1", "name.first: name is the single value 'x'; set it whole"),
         ("n=" + "1" * 1001, "value longer than 1,000 characters"),
         ("n={a", "cannot read value '{a'"),
+        ("n=!!python/object/apply:os.system [ls]", "is not allowed in a spec"),
+        ("n=" + "[" * 200 + "]" * 200, "YAML nested deeper than"),
+        (
+            "params={z: [&a [1,1,1,1,1,1,1,1,1], "
+            + ", ".join(
+                f"&{c} [" + ",".join([f"*{b}"] * 9) + "]"
+                for b, c in zip("abcdefgh", "bcdefghi", strict=True)
+            )
+            + "]}",
+            "YAML expands to more than 50,000 nodes",
+        ),
     ],
 )
 def test_bad_set(override: str, message: str) -> None:
@@ -250,3 +261,13 @@ def test_set_creates_a_missing_section_located_at_the_override(tmp_path) -> None
     doc = load.apply_overrides(load.load_spec(spec), ["stages.0.shortcut.option=A"])
     assert doc.data["stages"][0]["shortcut"] == {"option": "A"}
     assert doc.locate_key(("stages", 0, "shortcut")).via == "--set stages.0.shortcut.option=A"
+
+
+def test_extends_a_folder_says_so(tmp_path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("extends: .\nname: x\n")
+    with pytest.raises(SpecError) as info:
+        load.load_spec(spec)
+    assert str(info.value) == (
+        f"{spec}:1:10: extends '.', but {tmp_path.resolve()} is a folder, not a spec file"
+    )

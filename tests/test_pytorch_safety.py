@@ -257,3 +257,20 @@ def test_output_that_is_a_folder_is_a_user_error(tmp_path: Path) -> None:
     result = run_cli("compile", "specs/cifar_resnet20.yaml", "-o", str(tmp_path))
     assert result.returncode == 1 and "folder" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_special_and_empty_outputs_are_user_errors(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.py"
+    os.mkfifo(fifo)
+    cases = {
+        str(tmp_path / "file.txt" / "net.py"): "cannot write: ",  # a file where a folder must be
+        str(fifo): "not a regular file; give a file name",
+        "": "an empty output file name",
+    }
+    (tmp_path / "file.txt").write_text("x")
+    for target, message in cases.items():
+        result = run_cli("compile", "specs/cifar_resnet20.yaml", "-o", target)
+        assert result.returncode == 1, (target, result.stderr)
+        assert message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert fifo.exists() and not fifo.is_file()  # never replaced by a rename
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "pipe.py"]
