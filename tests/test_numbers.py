@@ -213,3 +213,36 @@ def test_v1_5_moves_the_stride_to_the_3x3_conv() -> None:
     assert v1_5.nodes["layer2.0.conv2"]["attrs"]["stride"] == 2
     assert paper.nodes["layer2.0.conv1"]["shape"] == (128, 28, 28)
     assert v1_5.nodes["layer2.0.conv1"]["shape"] == (128, 56, 56)
+
+
+def _readme_table() -> list[tuple[str, int, int]]:
+    """(spec, parameters, MACs) from every row of the README's table of the paper's numbers."""
+    text = (SPECS.parent / "README.md").read_text(encoding="utf-8")
+    table = text.split("| spec | parameters | MACs |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        spec, params, macs = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        rows.append((spec, int(params.split()[0].replace(",", "")), int(macs.replace(",", ""))))
+    return rows
+
+
+def test_readme_table_is_what_the_cost_pass_counts() -> None:
+    rows = _readme_table()
+    assert len(rows) == 16
+    for spec, params, macs in rows:
+        graph = compiled(spec).graph
+        assert (graph.graph["params"], graph.graph["macs"]) == (params, macs), spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "params", "macs"),
+    [
+        ("preact_resnet18", 11_687_720, None),
+        ("cifar_preact_resnet110", 1_727_962, None),
+        ("se_resnet50", 28_088_024, 4_091_699_200),
+    ],
+)
+def test_readme_numbers_beyond_the_paper(spec: str, params: int, macs: int | None) -> None:
+    graph = compiled(spec).graph
+    assert graph.graph["params"] == params
+    assert macs is None or graph.graph["macs"] == macs

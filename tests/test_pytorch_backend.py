@@ -38,7 +38,7 @@ def _randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def test_generated_files_are_up_to_date() -> None:
-    specs = sorted(str(p.relative_to(REPO)) for p in SPECS.glob("*.yaml"))
+    specs = sorted(str(p.relative_to(REPO)) for p in SPECS.rglob("*.yaml"))  # examples too
     result = run_cli("compile", "--check", *specs)
     assert result.returncode == 0, result.stderr
     assert sorted(p.stem for p in (REPO / "generated").glob("*.py")) == sorted(
@@ -185,9 +185,11 @@ def test_generated_module_has_no_resgraph_dependency(tmp_path) -> None:
     assert out.stdout.strip() == "CifarResnet20"
 
 
-@pytest.mark.parametrize("spec", sorted(p.stem for p in SPECS.glob("*.yaml")))
+@pytest.mark.parametrize(
+    "spec", sorted(p.relative_to(SPECS).as_posix() for p in SPECS.rglob("*.yaml"))
+)
 def test_every_generated_module_has_the_cost_pass_parameter_count(spec: str) -> None:
-    compiled = compile_spec(SPECS / f"{spec}.yaml")
+    compiled = compile_spec(SPECS / spec)
     module = importlib.import_module(f"generated.{compiled.spec.name}")
     model = module.build_model()
     assert sum(p.numel() for p in model.parameters()) == compiled.graph.graph["params"]
