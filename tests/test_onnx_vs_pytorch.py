@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from resgraph.backends.onnx_export import compile_onnx
 from resgraph.backends.pytorch import build_module
 from resgraph.pipeline import compile_spec
 from tests.conftest import SPECS, run_cli
@@ -120,3 +121,51 @@ def test_fcn_head_onnx_takes_any_image_size(tmp_path: Path) -> None:
         expected = model(torch.from_numpy(x)).numpy()
     assert scores.shape == expected.shape == (1, 10, 9, 5)  # maps 16x12, window 8
     assert np.abs(scores - expected).max() <= 1e-4
+
+
+def _calibrate(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Running BN statistics measured on `x`, so activations stay in a trained network's range
+    even 1,202 layers deep (made-up statistics give logits of 1e15 there).
+
+    Variances are floored at 0.5, as in `_trained_like`: a channel that is nearly constant on
+    eight random images is scaled up ~300x by its BN, and through plain-56 that amplifies
+    float32 rounding until PyTorch itself is 2e-4 away from a float64 evaluation (onnxruntime
+    is as far); the comparison would then measure float32, not the backends.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over the calibration batch
+    with torch.no_grad():
+        model.train()(x)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_var.clamp_(min=0.5)
+    model.eval()
+
+
+def _small(spec: Path) -> list[str]:
+    """Overrides that keep a shipped spec quick in CI: ImageNet nets at 64x64."""
+    return SMALL if compile_spec(spec).spec.input.height > 64 else []
+
+
+@pytest.mark.parametrize(
+    "spec", sorted(p.relative_to(SPECS).as_posix() for p in SPECS.rglob("*.yaml"))
+)
+def test_every_shipped_spec_runs_the_same_in_onnxruntime(spec: str, tmp_path: Path) -> None:
+    compiled = compile_spec(SPECS / spec, _small(SPECS / spec))
+    torch.manual_seed(2)
+    model = build_module(compiled)
+    _trained_like(model)
+    x = np.random.default_rng(1).standard_normal((8, *compiled.graph.nodes["input"]["shape"]))
+    x = x.astype(np.float32)
+    _calibrate(model, torch.from_numpy(x))
+    weights = tmp_path / "model.pt"
+    torch.save(model.state_dict(), weights)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    for fold_bn in (False, True):
+        out = tmp_path / f"model{fold_bn}.onnx"
+        compile_onnx(compiled, output=out, weights=weights, fold_bn=fold_bn)
+        (logits,) = _session(out).run(["logits"], {"input": x})
+        assert np.abs(logits - expected).max() <= 1e-4, (fold_bn, np.abs(expected).max())
