@@ -34,71 +34,6 @@ _VALIDATED_TYPES = {
     spec._check_name: "name",
     spec._int_expr: "integer or expression",
 }
-# What a field means, for the fields whose model gives no `Field(description=...)`. A test
-# keeps this to real fields that still have none: once spec.py describes a field, its note
-# here must go (the model's own description wins).
-NOTES = {
-    "Spec.name": "The network's name; the generated module's class is named after it.",
-    "Spec.description": "Free text.",
-    "Spec.params": "Named integers usable in counts and sizes; each may use the ones before "
-    "it. Settable with `--set NAME=VALUE`.",
-    "Spec.input": "The input image's shape.",
-    "Spec.shortcut": "The shortcut policy of every stage that does not set its own.",
-    "Spec.block": "The block type of every stage that does not name its own; a stage with "
-    "neither is an error.",
-    "Spec.block_types": "Block types defined by this spec, used like the built-in ones.",
-    "Spec.stem": "Layers before the first stage.",
-    "Spec.stages": "The stages, in order.",
-    "Spec.head": "What follows the last stage.",
-    "Spec.init": "How weights are initialised.",
-    "Input.channels": "Input channels (3 for RGB).",
-    "Input.height": "Input height in pixels.",
-    "Input.width": "Input width in pixels.",
-    "Shortcut.option": "A: identity, zero-padded and subsampled where the shape changes (no "
-    "parameters); B: identity, projection where the shape changes; C: always a projection; "
-    "none: no shortcut (plain networks).",
-    "BlockUse.type": "A built-in block type or one under `block_types`.",
-    "BlockUse.stride_on": "Overrides the block type's `stride_on` (e.g. `conv2` for "
-    "torchvision's v1.5 bottleneck).",
-    "BlockUse.params": "Values for parameters the block type declares; may use the spec's "
-    "`params`. An undeclared name is an error.",
-    "BlockType.description": "Free text.",
-    "BlockType.layers": "The branch up to `add`, then the layers run on the sum; at most one "
-    "`add`. May use `in_channels`, `width`, the block's `params` and `let` values.",
-    "Stage.name": "Prefix of the stage's node names; by default `layer1`, `layer2`, ...",
-    "Stage.blocks": "Number of blocks, at least 1.",
-    "Stage.width": "The stage's width; block layers read it as `width`.",
-    "Stage.stride": "The first block's stride; the others use 1.",
-    "Stage.block": "This stage's block type; by default the top-level `block`.",
-    "Stage.shortcut": "This stage's shortcut policy; by default the top-level `shortcut`.",
-    "Head.layers": "Layers after the last stage, before the pool.",
-    "Head.pool": "Global average pooling.",
-    "Head.classes": "Number of classes: the classifier's outputs.",
-    "Head.name": "The classifier's node and module name.",
-    "Init.conv": "He (MSRA) normal initialisation of conv weights.",
-    "Conv.out": "Output channels.",
-    "Conv.kernel": "Kernel size (square).",
-    "Conv.stride": "Stride; in a downsampling block the `stride_on` layer's stride is "
-    "multiplied by the block's.",
-    "Conv.padding": "Zero padding on each side; none means (kernel - 1) // 2.",
-    "Conv.groups": "Grouped convolution; must divide both input and output channels.",
-    "Conv.bias": "Add a bias (no bias by default: a BN follows).",
-    "BatchNorm.eps": "Added to the variance.",
-    "BatchNorm.momentum": "Running statistics' update rate, as in PyTorch.",
-    "Pool.kernel": "Window size (square).",
-    "Pool.stride": "Stride; none means the kernel size.",
-    "Pool.padding": "Padding on each side; none means (kernel - 1) // 2.",
-    "Pool.ceil_mode": "Round output sizes up, as PyTorch's `ceil_mode`.",
-    "AvgPool.count_include_pad": "Count padded positions in the average, as PyTorch's "
-    "`count_include_pad`.",
-    "Linear.out": "Output features.",
-    "Linear.bias": "Add a bias.",
-    **{
-        f"{model.__name__}.name": "The layer's name; by default its op, numbered when a list "
-        "has several (`relu1`, `relu2`). Unique in its list."
-        for model in spec.OPS.values()
-    },
-}
 _OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%"}
 
 
@@ -135,8 +70,7 @@ In the types below, *integer or expression* is an integer or a string such as `"
 digit and not a Python keyword, at most 64 characters; a *parameter name* is a name that
 is not [reserved](#expressions). A field whose default is *none* may
 be left out and means what its description says. Descriptions are the models' docstrings and
-`Field(description=...)` texts; for a field the model does not describe, the note kept with
-the generator (`resgraph.reference.NOTES`)."""
+`Field(description=...)` texts, the same ones `resgraph schema` gives editors."""
 
 
 def _models_section() -> str:
@@ -316,20 +250,12 @@ def _model_block(model: type[BaseModel], level: int, title: str | None = None) -
     for name, field in model.model_fields.items():
         required = "yes" if field.is_required() else "no"
         default = "" if field.is_required() else _default(field)
-        description = _cell(field.description or _note(model, name))
+        description = _cell(field.description or "")
         lines.append(
             f"| `{name}` | {_cell(_field_type(field))} | {required} | {default} | {description} |"
         )
     lines.append("")
     return lines
-
-
-def _note(model: type[BaseModel], name: str) -> str:
-    """The note for a field, looked up on the model and then on the models it inherits from."""
-    for cls in model.__mro__:
-        if f"{cls.__name__}.{name}" in NOTES:
-            return NOTES[f"{cls.__name__}.{name}"]
-    return ""
 
 
 def _doc(model: type[BaseModel]) -> str:

@@ -7,6 +7,7 @@ an int, or a whitelisted expression string evaluated later by `resgraph.expr`.
 from __future__ import annotations
 
 import keyword
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -106,64 +107,107 @@ def _short_form(field_name: str) -> Any:
 # ---------------------------------------------------------------- layers
 
 
+LAYER_NAME_HELP = (
+    "The layer's name; by default its op, numbered when a list has several (`relu1`, `relu2`). "
+    "Unique in its list."
+)
+
+
 class Conv(Model):
     """2-D convolution; padding defaults to (kernel - 1) // 2, 'same' for odd kernels."""
 
-    name: Name | None = None
-    out: IntExpr
-    kernel: IntExpr
-    stride: IntExpr = 1
-    padding: IntExpr | None = None
-    groups: IntExpr = 1
-    bias: bool = False
+    name: Name | None = Field(
+        None,
+        description=LAYER_NAME_HELP,
+    )
+    out: IntExpr = Field(description="Output channels.")
+    kernel: IntExpr = Field(description="Kernel size (square).")
+    stride: IntExpr = Field(
+        1,
+        description=(
+            "Stride; in a downsampling block the `stride_on` layer's stride is multiplied by the "
+            "block's."
+        ),
+    )
+    padding: IntExpr | None = Field(
+        None, description="Zero padding on each side; none means (kernel - 1) // 2."
+    )
+    groups: IntExpr = Field(
+        1, description="Grouped convolution; must divide both input and output channels."
+    )
+    bias: bool = Field(False, description="Add a bias (no bias by default: a BN follows).")
 
 
 class BatchNorm(Model):
     """Batch normalisation over channels."""
 
-    name: Name | None = None
-    eps: float = Field(1e-5, gt=0, lt=1)
-    momentum: float = Field(0.1, gt=0, lt=1)
+    name: Name | None = Field(
+        None,
+        description=LAYER_NAME_HELP,
+    )
+    eps: float = Field(1e-5, gt=0, lt=1, description="Added to the variance.")
+    momentum: float = Field(
+        0.1, gt=0, lt=1, description="Running statistics' update rate, as in PyTorch."
+    )
 
 
 class ReLU(Model):
     """Rectified linear unit."""
 
-    name: Name | None = None
+    name: Name | None = Field(
+        None,
+        description=LAYER_NAME_HELP,
+    )
 
 
 class Pool(Model):
     """Max or average pooling; stride defaults to the kernel, padding to (kernel - 1) // 2."""
 
-    name: Name | None = None
-    kernel: IntExpr
-    stride: IntExpr | None = None
-    padding: IntExpr | None = None
-    ceil_mode: bool = False
+    name: Name | None = Field(
+        None,
+        description=LAYER_NAME_HELP,
+    )
+    kernel: IntExpr = Field(description="Window size (square).")
+    stride: IntExpr | None = Field(None, description="Stride; none means the kernel size.")
+    padding: IntExpr | None = Field(
+        None, description="Padding on each side; none means (kernel - 1) // 2."
+    )
+    ceil_mode: bool = Field(False, description="Round output sizes up, as PyTorch's `ceil_mode`.")
 
 
 class AvgPool(Pool):
-    count_include_pad: bool = True
+    count_include_pad: bool = Field(
+        True, description="Count padded positions in the average, as PyTorch's `count_include_pad`."
+    )
 
 
 class Linear(Model):
     """Fully-connected layer on a flattened input."""
 
-    name: Name | None = None
-    out: IntExpr
-    bias: bool = True
+    name: Name | None = Field(
+        None,
+        description=LAYER_NAME_HELP,
+    )
+    out: IntExpr = Field(description="Output features.")
+    bias: bool = Field(True, description="Add a bias.")
 
 
 class Add(Model):
     """The residual addition: where the shortcut joins the branch inside a block."""
 
-    name: Name | None = None
+    name: Name | None = Field(
+        None,
+        description=LAYER_NAME_HELP,
+    )
 
 
 class SqueezeExcite(Model):
     """Squeeze-and-excitation (Hu et al. 2018): channel gates from a 2-layer bottleneck MLP."""
 
-    name: Name | None = None
+    name: Name | None = Field(
+        None,
+        description=LAYER_NAME_HELP,
+    )
     reduction: IntExpr = Field(16, description="Hidden units are channels // reduction.")
 
 
@@ -232,7 +276,13 @@ def _default_projection() -> list[Layer]:
 class Shortcut(Model):
     """How a block's input reaches its add: A/B/C as in the paper, or none (plain nets)."""
 
-    option: Literal["A", "B", "C", "none"]
+    option: Literal["A", "B", "C", "none"] = Field(
+        description=(
+            "A: identity, zero-padded and subsampled where the shape changes (no parameters); B: "
+            "identity, projection where the shape changes; C: always a projection; none: no "
+            "shortcut (plain networks)."
+        )
+    )
     zero_pad: Literal["end", "split"] = Field(
         "end",
         description="Option A: where zero channels go; 'end' appends them, 'split' puts half "
@@ -249,7 +299,7 @@ class Shortcut(Model):
 class BlockType(Model):
     """A residual block type written in the spec language: its layers, with one `add`."""
 
-    description: str | None = None
+    description: str | None = Field(None, description="Free text.")
     params: dict[ParamName, Annotated[int, Field(strict=True, ge=-MAX_SIZE, le=MAX_SIZE)]] = Field(
         default_factory=dict,
         description="Parameters with integer defaults, usable in layer fields.",
@@ -267,15 +317,33 @@ class BlockType(Model):
         description="Feed projection shortcuts from this layer's output instead of the block input "
         "(pre-activation units project the pre-activated input).",
     )
-    layers: list[Layer] = Field(min_length=1)
+    layers: list[Layer] = Field(
+        min_length=1,
+        description=(
+            "The branch up to `add`, then the layers run on the sum; at most one `add`. May use "
+            "`in_channels`, `width`, the block's `params` and `let` values."
+        ),
+    )
 
 
 class BlockUse(Model):
     """A reference to a block type, optionally setting its parameters or stride placement."""
 
-    type: Name
-    stride_on: Name | None = None
-    params: dict[ParamName, IntExpr] = Field(default_factory=dict)
+    type: Name = Field(description="A built-in block type or one under `block_types`.")
+    stride_on: Name | None = Field(
+        None,
+        description=(
+            "Overrides the block type's `stride_on` (e.g. `conv2` for torchvision's v1.5 "
+            "bottleneck)."
+        ),
+    )
+    params: dict[ParamName, IntExpr] = Field(
+        default_factory=dict,
+        description=(
+            "Values for parameters the block type declares; may use the spec's `params`. An "
+            "undeclared name is an error."
+        ),
+    )
     _short = _short_form("type")
 
 
@@ -283,29 +351,37 @@ class BlockUse(Model):
 
 
 class Input(Model):
-    channels: int = Field(gt=0, le=MAX_SIZE)
-    height: int = Field(gt=0, le=MAX_SIZE)
-    width: int = Field(gt=0, le=MAX_SIZE)
+    channels: int = Field(gt=0, le=MAX_SIZE, description="Input channels (3 for RGB).")
+    height: int = Field(gt=0, le=MAX_SIZE, description="Input height in pixels.")
+    width: int = Field(gt=0, le=MAX_SIZE, description="Input width in pixels.")
 
 
 class Stage(Model):
     """A run of blocks at one width; the first block takes the stage's stride."""
 
-    name: Name | None = None
-    blocks: IntExpr
-    width: IntExpr
-    stride: IntExpr = 1
-    block: BlockUse | None = None
-    shortcut: Shortcut | None = None
+    name: Name | None = Field(
+        None, description="Prefix of the stage's node names; by default `layer1`, `layer2`, ..."
+    )
+    blocks: IntExpr = Field(description="Number of blocks, at least 1.")
+    width: IntExpr = Field(description="The stage's width; block layers read it as `width`.")
+    stride: IntExpr = Field(1, description="The first block's stride; the others use 1.")
+    block: BlockUse | None = Field(
+        None, description="This stage's block type; by default the top-level `block`."
+    )
+    shortcut: Shortcut | None = Field(
+        None, description="This stage's shortcut policy; by default the top-level `shortcut`."
+    )
 
 
 class Head(Model):
     """Optional layers (a pre-activation net's final BN-ReLU), global average pool, classifier."""
 
-    layers: list[Layer] = Field(default_factory=list)
-    pool: Literal["avg"] = "avg"
-    classes: IntExpr
-    name: Name = "fc"
+    layers: list[Layer] = Field(
+        default_factory=list, description="Layers after the last stage, before the pool."
+    )
+    pool: Literal["avg"] = Field("avg", description="Global average pooling.")
+    classes: IntExpr = Field(description="Number of classes: the classifier's outputs.")
+    name: Name = Field("fc", description="The classifier's node and module name.")
     kind: Literal["fc", "fcn"] = Field(
         "fc",
         description="fc: global average pool and a linear layer. fcn: fully convolutional, as in "
@@ -322,7 +398,9 @@ class Head(Model):
 class Init(Model):
     """Initialisation: He (MSRA) for convs, BN weight 1 and bias 0."""
 
-    conv: Literal["kaiming_normal"] = "kaiming_normal"
+    conv: Literal["kaiming_normal"] = Field(
+        "kaiming_normal", description="He (MSRA) normal initialisation of conv weights."
+    )
     zero_init_residual: bool = Field(
         False,
         description="Zero the last BN of each residual branch, so each block starts as identity.",
@@ -334,18 +412,38 @@ class Spec(Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="resgraph spec")
 
-    name: Name
-    description: str | None = None
+    name: Name = Field(
+        description="The network's name; the generated module's class is named after it."
+    )
+    description: str | None = Field(None, description="Free text.")
     extends: str | None = Field(None, description="Another spec file this one refines.")
-    params: dict[ParamName, IntExpr] = Field(default_factory=dict)
-    input: Input
-    shortcut: Shortcut = Field(default_factory=lambda: Shortcut(option="B"))
-    block: BlockUse | None = None
-    block_types: dict[Name, BlockType] = Field(default_factory=dict)
-    stem: list[Layer] = Field(default_factory=list)
-    stages: list[Stage] = Field(min_length=1)
-    head: Head
-    init: Init = Field(default_factory=Init)
+    params: dict[ParamName, IntExpr] = Field(
+        default_factory=dict,
+        description=(
+            "Named integers usable in counts and sizes; each may use the ones before it. Settable "
+            "with `--set NAME=VALUE`."
+        ),
+    )
+    input: Input = Field(description="The input image's shape.")
+    shortcut: Shortcut = Field(
+        default_factory=lambda: Shortcut(option="B"),
+        description="The shortcut policy of every stage that does not set its own.",
+    )
+    block: BlockUse | None = Field(
+        None,
+        description=(
+            "The block type of every stage that does not name its own; a stage with neither is an "
+            "error."
+        ),
+    )
+    block_types: dict[Name, BlockType] = Field(
+        default_factory=dict,
+        description="Block types defined by this spec, used like the built-in ones.",
+    )
+    stem: list[Layer] = Field(default_factory=list, description="Layers before the first stage.")
+    stages: list[Stage] = Field(min_length=1, description="The stages, in order.")
+    head: Head = Field(description="What follows the last stage.")
+    init: Init = Field(default_factory=Init, description="How weights are initialised.")
 
 
 def all_field_names() -> set[str]:
@@ -354,13 +452,26 @@ def all_field_names() -> set[str]:
     return {name for model in models for name in model.model_fields}
 
 
+def _bare_ops() -> list[str]:
+    """Ops a layer may name bare (`- relu`): those whose settings are all optional."""
+    return [
+        op
+        for op, field in Layer.model_fields.items()
+        if not any(f.is_required() for f in _op_model(field).model_fields.values())
+    ]
+
+
+def _op_model(field: Any) -> type[Model]:
+    return next(t for t in typing.get_args(field.annotation) if t is not type(None))
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the spec language, with the short forms (`shortcut: B`) allowed."""
     schema = Spec.model_json_schema()
     short_forms = {
         "Shortcut": {"enum": ["A", "B", "C", "none"]},
         "BlockUse": {"type": "string"},
-        "Layer": {"enum": ["bn", "relu", "add"]},
+        "Layer": {"enum": _bare_ops()},
     }
     for name, alternative in short_forms.items():
         body = schema["$defs"][name]

@@ -52,3 +52,20 @@ def test_mistakes_the_editor_should_underline(validator: jsonschema.Draft202012V
     data["shortcut"] = "D"
     data["stem"][0]["conv"]["out"] = 6.5
     assert len(messages(validator, data)) == 3
+
+
+@pytest.mark.parametrize("op", ["bn", "relu", "add", "se"])
+def test_every_op_resgraph_takes_bare_the_schema_takes_bare(
+    validator: jsonschema.Draft202012Validator, op: str
+) -> None:
+    data = yaml.safe_load((SPECS / "resnet18.yaml").read_text(encoding="utf-8"))
+    data["stem"].append(op)
+    assert messages(validator, data) == []
+
+
+def test_an_op_with_required_settings_is_not_bare(
+    validator: jsonschema.Draft202012Validator,
+) -> None:
+    data = yaml.safe_load((SPECS / "resnet18.yaml").read_text(encoding="utf-8"))
+    data["stem"].append("conv")
+    assert messages(validator, data) != []
