@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -183,11 +184,32 @@ def cmd_compile(args: argparse.Namespace) -> int:
         elif _write_pytorch(args, compiled, target):
             stale += 1
             state = "missing" if not target.is_file() else "stale"
-            print(f"{target}: {state}; run resgraph compile {spec}", file=sys.stderr)
+            print(f"{target}: {state}; run {_compile_command(args, spec)}", file=sys.stderr)
             continue
         if not args.check:
             print(f"{spec} -> {target}")
     return 1 if stale else 0
+
+
+def _compile_command(args: argparse.Namespace, spec: str) -> str:
+    """The command that rewrites what `--check` compared, with the options that shape it."""
+    words = ["resgraph", "compile", spec]
+    if args.output is not None:
+        words += ["-o", args.output]
+    elif args.out_dir != "generated":
+        words += ["--out-dir", args.out_dir]
+    words += [
+        flag
+        for flag, on in (("--fold-bn", args.fold_bn), ("--channels-last", args.channels_last))
+        if on
+    ]
+    overrides = list(args.overrides)
+    if args.head == "fcn":
+        words += ["--head", "fcn"]
+        overrides.remove("head.kind=fcn")  # added by --head fcn
+    for override in overrides:
+        words += ["--set", override]
+    return shlex.join(words)
 
 
 def _write_pytorch(args: argparse.Namespace, compiled: Compiled, target: Path) -> bool:

@@ -352,6 +352,10 @@ print("clean")
         ["graph", "specs/resnet18.yaml", "--format", "dot"],
         ["graph", "specs/resnet18.yaml", "--format", "mermaid"],
         ["schema"],
+        ["compile", "--check", "specs/resnet152.yaml"],
+        ["diff", "specs/resnet50.yaml", "specs/resnet50_v1_5.yaml"],
+        ["sweep", "specs/cifar_resnet.yaml", "--set", "n=3,5"],
+        ["evaluate", "--help"],
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(

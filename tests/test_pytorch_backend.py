@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +195,14 @@ def test_every_generated_module_has_the_cost_pass_parameter_count(spec: str) -> 
     module = importlib.import_module(f"generated.{compiled.spec.name}")
     model = module.build_model()
     assert sum(p.numel() for p in model.parameters()) == compiled.graph.graph["params"]
+
+
+def test_check_names_the_command_that_rewrites_what_it_checked(tmp_path: Path) -> None:
+    args = ["specs/cifar_resnet.yaml", "--out-dir", str(tmp_path), "--fold-bn", "--set", "n=5"]
+    stale = run_cli("compile", "--check", *args)
+    assert stale.returncode == 1
+    command = stale.stderr.strip().split("; run ", 1)[1]
+    assert shlex.split(command)[:2] == ["resgraph", "compile"]
+    fixed = run_cli(*shlex.split(command)[1:])
+    assert fixed.returncode == 0, fixed.stderr
+    assert run_cli("compile", "--check", *args).returncode == 0
