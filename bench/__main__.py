@@ -1,7 +1,9 @@
 """Run every benchmark (bench/bench_*.py) in one process and summarise: `python -m bench`.
 
-Each module's `main()` prints its figures as `name: value (target ...)` lines. `--quick`
-is passed on to the modules whose `main` takes a `quick` argument; names select modules.
+Each module's `main(argv)` prints its figures as `name: value (target ...)` lines and
+returns how many targets it missed; it gets `["--quick"]` with `--quick`, else `[]` (never
+this command's own arguments). Names select modules. Exit status 1 if a module raised or
+missed a target.
 """
 
 from __future__ import annotations
@@ -42,23 +44,29 @@ def discover() -> list[str]:
     return sorted(path.stem for path in FOLDER.glob("bench_*.py"))
 
 
-def run(name: str, quick: bool) -> tuple[bool, float, list[str]]:
-    """Run one module's main(); return whether it finished, its seconds and its target lines."""
+def run(name: str, quick: bool) -> tuple[int | None, float, list[str]]:
+    """Run one module's main(); return its missed targets (None if it raised), its seconds
+    and its target lines."""
     tee = _Tee(sys.stdout)
     start = time.perf_counter()
-    ok = True
+    missed: int | None = None
     with contextlib.redirect_stdout(tee):
         try:
             main = importlib.import_module(f"bench.{name}").main
-            if "quick" in inspect.signature(main).parameters:
-                main(quick=quick)
-            else:
-                main()
-        except Exception:
+            result = (
+                main(["--quick"] if quick else []) if inspect.signature(main).parameters else main()
+            )
+            missed = int(result or 0)
+        except (Exception, SystemExit):  # a failed child process or argparse exits
             traceback.print_exc()
-            ok = False
     figures = [line for line in tee.copy.getvalue().splitlines() if "(target" in line]
-    return ok, time.perf_counter() - start, figures
+    return missed, time.perf_counter() - start, figures
+
+
+def outcome(missed: int | None) -> str:
+    if missed is None:
+        return "FAILED"
+    return f"{missed} target{'s' if missed > 1 else ''} MISSED" if missed else "ok"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         f"\n== summary ({platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}{', quick' if args.quick else ''})"
     )
-    for name, (ok, seconds, figures) in results.items():
-        print(f"{name}: {'ok' if ok else 'FAILED'} in {seconds:.1f} s")
+    for name, (missed, seconds, figures) in results.items():
+        print(f"{name}: {outcome(missed)} in {seconds:.1f} s")
         for line in figures:
             print(f"  {line}")
-    return 0 if all(ok for ok, _, _ in results.values()) else 1
+    return 0 if all(missed == 0 for missed, _, _ in results.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Front-end speed, as ratios measured in one run on this machine (issue 2's targets).
 
-    python bench/bench_frontend.py [--runs 7]
+    python bench/bench_frontend.py [--quick] [--runs 7]
 
 Each figure is the median wall time of several runs of a whole process, so interpreter
 start-up and imports count, as they do for a user:
@@ -11,6 +11,7 @@ start-up and imports count, as they do for a user:
   10,000-block network (target: well under 10 s), with the cost per added block between
   sizes (linear growth keeps those costs about equal).
 
+`--quick` takes 3 runs per figure and 1 per size of the growth series (7 and 3 otherwise).
 Not a test: timings depend on the machine. Exit status 1 if a target is missed.
 """
 
@@ -61,10 +62,14 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Measure every figure; return the number of targets missed (argv: sys.argv[1:] if None)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="runs per figure (median)")
-    runs = parser.parse_args().runs
+    parser.add_argument("--quick", action="store_true", help="fewer runs, for a smoke run")
+    parser.add_argument("--runs", type=int, help="runs per figure, median (7; quick: 3)")
+    args = parser.parse_args(argv)
+    runs = args.runs or (3 if args.quick else 7)
+    growth_runs = 1 if args.quick else max(3, runs // 2)
     missed = 0
 
     print(
@@ -94,7 +99,7 @@ def main() -> int:
     commands = [validate("specs/cifar_resnet.yaml", "--set", f"n={n}") for n in (3, 18, 200, 2000)]
     commands.append(validate("specs/cifar_resnet.yaml", *ten_thousand))
     blocks = [9, 54, 600, 6000, 10_000]
-    sizes = list(zip(blocks, medians(commands, max(3, runs // 2)), strict=True))
+    sizes = list(zip(blocks, medians(commands, growth_runs), strict=True))
     previous: tuple[int, float] | None = None
     marginal = []
     for blocks, seconds in sizes:
@@ -114,8 +119,8 @@ def main() -> int:
         f"cost per added block 600->6,000 vs 6,000->10,000: {marginal[0] * 1e3:.3f} vs "
         f"{marginal[1] * 1e3:.3f} ms, ratio {spread:.2f} (linear: about 1)"
     )
-    return 1 if missed else 0
+    return missed
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(1 if main() else 0)

@@ -6,6 +6,7 @@ so a busy or slow machine moves both sides alike:
       and compile does not import torch;
   (b) the generated ResNet-50 (v1.5) forward+backward vs the torchvision-style reference;
   (c) inference with --fold-bn and channels_last vs the unfolded eager model.
+`--quick` times 5 runs per side instead of 11. Exit status 1 if a target is missed.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def interleaved(
     return a, b
 
 
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
 def ratio(a: list[float], b: list[float]) -> str:
     """Median ratio, with the ratio of the fastest runs (least disturbed by other load)."""
     return f"{statistics.median(a) / statistics.median(b):.3f} (fastest runs {min(a) / min(b):.3f})"
@@ -63,8 +68,8 @@ def ms(times: list[float]) -> str:
     return f"{statistics.median(times) * 1e3:.0f} ms (min {min(times) * 1e3:.0f})"
 
 
-def bench_compile(repeats: int) -> None:
-    """(a) The compile command as a whole process, against the bare imports it needs."""
+def bench_compile(repeats: int) -> int:
+    """(a) The compile command as a whole process, against the bare imports it needs; misses."""
     with tempfile.TemporaryDirectory() as folder:
         out = str(Path(folder) / "resnet152.py")
         spec = str(REPO / "specs" / "resnet152.yaml")
@@ -84,8 +89,14 @@ def bench_compile(repeats: int) -> None:
             [sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, cwd=REPO
         )
     print(f"compile resnet152: {ms(compile_t)}, imports alone: {ms(import_t)}")
-    print(f"compile/imports: {ratio(compile_t, import_t)} (target <= 2.5)")
-    print(f"torch imported by compile: {check.stdout.split()[-1]} (target False)")
+    within = statistics.median(compile_t) / statistics.median(import_t) <= 2.5
+    torch_imported = check.stdout.split()[-1] if check.stdout.split() else f"? {check.stderr}"
+    print(f"compile/imports: {ratio(compile_t, import_t)} (target <= 2.5) {verdict(within)}")
+    print(
+        f"torch imported by compile: {torch_imported} (target False) "
+        f"{verdict(torch_imported == 'False')}"
+    )
+    return (not within) + (torch_imported != "False")
 
 
 def load_generated(source: str, name: str) -> types.ModuleType:
@@ -106,8 +117,8 @@ def timed(step: Callable[[], object]) -> Callable[[], float]:
     return run
 
 
-def bench_train_step(batch: int, size: int, repeats: int) -> None:
-    """(b) forward+backward of generated/resnet50_v1_5.py vs reference('resnet50')."""
+def bench_train_step(batch: int, size: int, repeats: int) -> int:
+    """(b) forward+backward of generated/resnet50_v1_5.py vs reference('resnet50'); misses."""
     from generated.resnet50_v1_5 import build_model
 
     torch.manual_seed(0)
@@ -130,10 +141,12 @@ def bench_train_step(batch: int, size: int, repeats: int) -> None:
         f"fwd+bwd resnet50 v1.5, batch {batch} at {size}x{size}: generated {ms(ours_t)}, "
         f"reference {ms(theirs_t)}"
     )
-    print(f"fwd+bwd generated/reference: {ratio(ours_t, theirs_t)} (target <= 1.03)")
+    ok = statistics.median(ours_t) / statistics.median(theirs_t) <= 1.03
+    print(f"fwd+bwd generated/reference: {ratio(ours_t, theirs_t)} (target <= 1.03) {verdict(ok)}")
+    return int(not ok)
 
 
-def bench_inference(batch: int, size: int, repeats: int) -> None:
+def bench_inference(batch: int, size: int, repeats: int) -> int:
     """(c) eval-mode inference: --fold-bn with channels_last vs the unfolded eager model."""
     compiled = compile_spec(REPO / "specs" / "resnet50_v1_5.yaml")
     plain = load_generated(render_module(compiled), "plain")
@@ -153,32 +166,37 @@ def bench_inference(batch: int, size: int, repeats: int) -> None:
         f"inference resnet50 v1.5, batch {batch} at {size}x{size}: eager {ms(eager_t)}, "
         f"fold-bn + channels_last {ms(fast_t)}"
     )
+    ok = statistics.median(eager_t) / statistics.median(fast_t) > 1.0
     print(
         f"inference speedup eager/(fold-bn + channels_last): {ratio(eager_t, fast_t)}"
-        " (target > 1.0)"
+        f" (target > 1.0) {verdict(ok)}"
     )
+    return int(not ok)
 
 
-def main() -> None:
-    """Run the three benchmarks and print each ratio beside its target."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the three benchmarks, print each ratio beside its target; return the misses."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs, for a smoke run")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=11, help="timed runs per side")
+    parser.add_argument("--repeats", type=int, help="timed runs per side (11; quick: 5)")
     parser.add_argument(
         "--threads",
         type=int,
         default=0,
         help="torch threads (0: torch's default); 1 is steadier on a shared machine",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (5 if args.quick else 11)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    bench_compile(max(args.repeats // 2, 5))
-    bench_train_step(args.batch, args.size, args.repeats)
-    bench_inference(args.batch, args.size, args.repeats)
+    missed = bench_compile(max(repeats // 2, 5))
+    missed += bench_train_step(args.batch, args.size, repeats)
+    missed += bench_inference(args.batch, args.size, repeats)
+    return missed
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(1 if main() else 0)

@@ -7,10 +7,15 @@ gives the cost without start-up: subtracting a separately timed start-up from a 
 time leaves a difference smaller than the process-to-process noise until n is in the
 hundreds. Divided by the number of blocks, that cost stays flat if growth is linear, so
 the target is on its ratio between the two deepest runs (n = 2000 over n = 200).
+
+    PYTHONPATH=. python bench/bench_scaling.py [--quick]
+
+`--quick` stops at n = 200. Exit status 1 if a target is missed.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -62,8 +67,8 @@ def in_process(kind: str, n: int) -> Callable[[], object]:
     return lambda: render_module(compile_spec(SPEC, [f"n={n}"]), overrides=[f"n={n}"])
 
 
-def report(kind: str, depths: tuple[int, ...], repeats: int, out: Path) -> None:
-    """Print each depth's times and per-block cost, then the linearity ratio."""
+def report(kind: str, depths: tuple[int, ...], repeats: int, out: Path) -> int:
+    """Print each depth's times and per-block cost, then the linearity ratio; 1 if missed."""
     per_block: dict[int, float] = {}
     for n in depths:
         wall = best_of(repeats, command(kind, n, out))
@@ -75,20 +80,24 @@ def report(kind: str, depths: tuple[int, ...], repeats: int, out: Path) -> None:
         )
     shallow, deep = sorted(per_block)[-2:]
     ratio = per_block[deep] / per_block[shallow]
+    ok = ratio < LINEAR_TARGET
     print(
         f"{kind} per-block cost n={deep} / n={shallow}: {ratio:.2f} "
-        f"(target < {LINEAR_TARGET}: linear in depth)"
+        f"(target < {LINEAR_TARGET}: linear in depth) {'ok' if ok else 'MISSED'}"
     )
+    return int(not ok)
 
 
-def main(quick: bool = False) -> None:
-    """Time validate and compile at each depth; quick skips n = 2000 and repeats once."""
+def main(argv: list[str] | None = None) -> int:
+    """Time validate and compile at each depth; return the number of targets missed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip n = 2000")
+    quick = parser.parse_args(argv).quick
     depths = QUICK_DEPTHS if quick else DEPTHS
-    repeats = 1 if quick else 3
+    repeats = 3  # best of 3: cheap below n = 2000, and one run is too noisy to judge
     with tempfile.TemporaryDirectory() as folder:
-        for kind in ("validate", "compile"):
-            report(kind, depths, repeats, Path(folder))
+        return sum(report(kind, depths, repeats, Path(folder)) for kind in ("validate", "compile"))
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    raise SystemExit(1 if main() else 0)

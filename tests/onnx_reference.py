@@ -1,8 +1,7 @@
 """An independent reference for the ONNX backend: resgraph's graph run with torch.nn.functional.
 
 It walks the same graph but shares no code with the emitter, so an ONNX model that agrees
-with it computes the network the spec describes. The benchmark exports it with
-torch.onnx.export to have PyTorch's own ONNX graph to race against.
+with it computes the network the spec describes.
 """
 
 from __future__ import annotations
