@@ -65,3 +65,13 @@ def test_compile_head_fcn_writes_a_separate_file(tmp_path) -> None:
         assert module.build_model()(torch.randn(1, 3, 48, 48)).shape == (1, 10, 5, 5)
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_golden_resnet50_fcn_takes_resnet50_weights_and_scores_any_size() -> None:
+    ordinary = importlib.import_module("generated.resnet50").build_model().double().eval()
+    fcn = importlib.import_module("generated.resnet50_fcn").build_model().double().eval()
+    fcn.load_state_dict(ordinary.state_dict(), strict=True)
+    x = torch.randn(1, 3, 224, 224, dtype=torch.float64)
+    with torch.no_grad():
+        assert (fcn(x).flatten(1) - ordinary(x)).abs().max().item() <= 1e-5
+        assert fcn(torch.randn(1, 3, 256, 320, dtype=torch.float64)).shape == (1, 1000, 2, 4)

@@ -39,12 +39,18 @@ def _randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
             module.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
 
 
+FCN_GOLDEN = ["specs/resnet50.yaml"]  # the fully-convolutional form, as the README compiles it
+
+
 def test_generated_files_are_up_to_date() -> None:
     specs = sorted(str(p.relative_to(REPO)) for p in SPECS.rglob("*.yaml"))  # examples too
     result = run_cli("compile", "--check", *specs)
     assert result.returncode == 0, result.stderr
+    fcn = run_cli("compile", "--check", "--head", "fcn", *FCN_GOLDEN)
+    assert fcn.returncode == 0, fcn.stderr
     assert sorted(p.stem for p in (REPO / "generated").glob("*.py")) == sorted(
-        compile_spec(REPO / s).spec.name for s in specs
+        [compile_spec(REPO / s).spec.name for s in specs]
+        + [f"{compile_spec(REPO / s).spec.name}_fcn" for s in FCN_GOLDEN]
     )
 
 
