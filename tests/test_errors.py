@@ -364,6 +364,7 @@ CASES: dict[str, Case] = {
         ),
         "add\n",
         "layer1.0 (mine): add: the residual branch gives 16x30x30 but the shortcut gives 16x32x32",
+        "e.g. convs with padding (kernel - 1) // 2",
     ),
     "projection_channels": case(
         replaced("shortcut: A\n", PROJECTION),

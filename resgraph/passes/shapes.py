@@ -148,8 +148,9 @@ def add(attrs: Mapping[str, Any], inputs: list[Shape], what: str, where: Locatio
     if branch != shortcut:
         raise SpecError(
             f"{what}: the residual branch gives {fmt(branch)} but the shortcut gives "
-            f"{fmt(shortcut)}; make the branch keep its input's size, let the block's "
-            "stride_on layer do the downsampling, or pick a shortcut option that projects (B, C)",
+            f"{fmt(shortcut)}; the branch may change the map's size only by the block's stride "
+            "(on its stride_on layer): keep its other layers size-preserving, e.g. convs with "
+            "padding (kernel - 1) // 2",
             where,
         )
     return branch
