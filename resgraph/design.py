@@ -121,7 +121,9 @@ def parts(graph: nx.DiGraph) -> list[Part]:
         result.append(Part(stage, fields, *_cost(graph, nodes)))
     head = by_role.get("head", [])
     output = graph.nodes[graph.graph["output"]]
-    result.append(Part("head", {"classes": output["attrs"]["out"]}, *_cost(graph, head)))
+    layers = ", ".join(_layer_text(graph.nodes[n]["op"], graph.nodes[n]["attrs"]) for n in head)
+    fields = {"layers": layers, "classes": output["attrs"]["out"]}
+    result.append(Part("head", fields, *_cost(graph, head)))
     return result
 
 
