@@ -8,6 +8,7 @@ Every spec string reaching the source is a validated identifier, an int, or esca
 
 from __future__ import annotations
 
+import ast
 import functools
 import keyword
 import re
@@ -192,13 +193,23 @@ def _kwargs(**values: Any) -> str:
     return ", ".join(f"{key}={value}" for key, value in values.items() if value is not None)
 
 
+def _operand(source: str) -> str:
+    """An expression's source, bracketed unless it is a name, a number or a call, so that it
+    keeps its value as an operand of `*` or `//` (`1 + 1` as a divisor is `(1 + 1)`)."""
+    node = ast.parse(source, mode="eval").body
+    atomic = isinstance(node, ast.Name | ast.Call) or (
+        isinstance(node, ast.Constant) and not source.startswith("-")
+    )
+    return source if atomic else f"({source})"
+
+
 def _window(args: Any, stride_value: int | str, stride_scale: str | None) -> tuple[str, str, str]:
     """Kernel, stride and padding as source: padding defaults to (kernel - 1) // 2, and the
     block's `stride` multiplies the stride of its stride_on layer."""
     kernel = expr.render(args.kernel)
     stride = expr.render(stride_value)
     if stride_scale:
-        stride = stride_scale if stride == "1" else f"{stride} * {stride_scale}"
+        stride = stride_scale if stride == "1" else f"{_operand(stride)} * {stride_scale}"
     if args.padding is not None:
         padding = expr.render(args.padding)
     elif isinstance(args.kernel, int):
@@ -234,8 +245,8 @@ def _layer_ctor(
     if op == "relu":
         return ("nn.ReLU(inplace=True)" if inplace else "nn.ReLU()"), channels
     if op == "se":
-        total = channels if re.fullmatch(r"\w+", channels) else f"({channels})"
-        return f"SqueezeExcite({channels}, {total} // {expr.render(args.reduction)})", channels
+        hidden = f"{_operand(channels)} // {_operand(expr.render(args.reduction))}"
+        return f"SqueezeExcite({channels}, {hidden})", channels
     if op in ("maxpool", "avgpool"):
         kernel, stride, padding = _window(args, args.stride or args.kernel, stride_scale)
         kw = _kwargs(
