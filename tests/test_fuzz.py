@@ -24,6 +24,8 @@ from conftest import SPECS
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from resgraph.backends.onnx_export import emit
+from resgraph.backends.onnx_weights import he_init
 from resgraph.backends.pytorch import Options, render_module
 from resgraph.errors import SpecError
 from resgraph.pipeline import compile_spec
@@ -36,6 +38,7 @@ WALL_SECONDS = 30.0  # a hang (a blocking read, an endless loop) fails instead o
 # Time grows about linearly with graph size (bench/bench_scaling.py: ~0.4 ms a block); a cap
 # below the default keeps the largest accepted input (~1 s) inside the bound.
 MAX_NODES = 20_000
+ONNX_PARAMS = 2_000_000  # valid inputs this small are also emitted as ONNX (He-init from seed 0)
 
 SHIPPED = sorted(SPECS.glob("*.yaml"))
 FIELDS = sorted(all_field_names() | {"extends", "params", "block_types", "layers", "let"})
@@ -276,6 +279,13 @@ def check(path: Path, sets: list[str], backend: Options | None) -> None:
         summary_dict(compiled.graph)
         if backend is not None:
             render_module(compiled, backend, overrides=sets)
+            if compiled.graph.graph["params"] <= ONNX_PARAMS:  # the second backend, kept cheap
+                emit(
+                    compiled,
+                    he_init(compiled.graph, compiled.spec.init, 0),
+                    fold_bn=backend.fold_bn,
+                )
+                event("onnx")
         event("valid")
     except SpecError as exc:
         assert exc.location is not None and exc.location.file, f"unlocated: {exc}"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from resgraph.cli import main
 from resgraph.train import TrainError, augment
 from resgraph.train.datasets import CIFAR_TRAIN, digits, load_source
 from resgraph.train.loaders import Placement, make_batches
@@ -193,3 +194,23 @@ def test_image_folder_needs_val(tmp_path: Path) -> None:
     (root / "val").rmdir()
     with pytest.raises(TrainError, match="missing folder"):
         load_source(f"imagefolder:{root}", (3, 20, 20), 2)
+
+
+def test_channels_the_data_cannot_become_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("RESGRAPH_DEBUG", raising=False)
+    spec = str(Path(__file__).resolve().parent.parent / "specs" / "cifar_resnet20.yaml")
+    data = write_cifar(tmp_path / "cifar")
+    args = ["train", spec, "--data", f"cifar10:{data}", "--out", str(tmp_path / "r")]
+    assert main([*args, "--set", "input.channels=2"]) == 1
+    assert capsys.readouterr().err == (
+        f"{spec}: input.channels is 2, but --data cifar10:{data} has 3-channel images, "
+        "which become 1 or 3 channels only\n"
+    )
+    assert not (tmp_path / "r").exists()
+    # what `resgraph evaluate --data` meets when it resizes test images for such a run
+    with pytest.raises(TrainError, match=r"cannot turn 3-channel images into 2 channels"):
+        augment.fit(load_source(f"cifar10:{data}", (2, 8, 8), 10).test.images, 2, 8, 8)
+    grey = augment.fit(digits().test.images[:2], 2, 8, 8)  # grey repeats to any count
+    assert grey.shape == (2, 2, 8, 8) and torch.equal(grey[:, 0], grey[:, 1])

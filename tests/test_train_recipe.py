@@ -123,6 +123,17 @@ def test_cosine_falls_to_zero_over_the_run() -> None:
     assert math.isclose(schedule.lr(100), 0, abs_tol=1e-12)
 
 
+def test_extending_a_cosine_run_recomputes_it_over_the_new_length() -> None:
+    """docs/training.md's example: 8 epochs resumed with --epochs 16 jump to half the lr."""
+    steps = 44
+    eight = LrSchedule(load_recipe("quick"), 8 * steps, warm_up=False)
+    sixteen = LrSchedule(load_recipe("quick", epochs=16), 16 * steps, warm_up=False)
+    sixteen.load_state_dict(eight.state_dict())  # what --resume restores
+    assert eight.lr(8 * steps - 1) < 1e-4
+    assert sixteen.lr(8 * steps) == pytest.approx(0.05)
+    assert math.isclose(sixteen.lr(16 * steps), 0, abs_tol=1e-12)
+
+
 def test_fields_a_recipe_file_leaves_out_can_still_be_set() -> None:
     r = load_recipe(
         "quick",

@@ -10,6 +10,9 @@ import hashlib
 import torch
 from PIL import Image
 
+from resgraph.errors import Location
+from resgraph.train import TrainError
+
 Tensor = torch.Tensor
 
 
@@ -27,8 +30,10 @@ def fit(images: Tensor, channels: int, height: int, width: int) -> Tensor:
         elif channels == 1:
             images = images.float().mean(1, keepdim=True).round().to(torch.uint8)
         else:
-            raise ValueError(
-                f"cannot turn {images.shape[1]}-channel images into {channels} channels"
+            raise TrainError(
+                f"cannot turn {images.shape[1]}-channel images into {channels} channels "
+                f"(only into 1 or {images.shape[1]})",
+                Location("spec input.channels"),
             )
     if images.shape[2:] == (height, width):
         return images.contiguous()

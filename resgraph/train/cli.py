@@ -55,6 +55,11 @@ def add_train_parser(subparsers: Any) -> None:
         "--channels-last", action="store_true", help="NHWC memory layout (faster on GPUs)"
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the module")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log the metrics to RUN/tensorboard (needs resgraph[tensorboard])",
+    )
     p.set_defaults(func=run_train)
 
 
@@ -76,13 +81,17 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         overrides=args.overrides,
         speed=Speed(args.amp, args.channels_last, args.compile),
+        tensorboard=args.tensorboard,
     )
-    run, last = train(request)
+    outcome = train(request)
+    last = outcome.last
     if last is not None:
         print(
-            f"{run}: iteration {last['iteration']}, train error {last['train_error']:.2%}, "
-            f"test error {last['test_error']:.2%}"
+            f"{outcome.run}: iteration {last['iteration']}, "
+            f"train error {last['train_error']:.2%}, test error {last['test_error']:.2%}"
         )
+    elif outcome.note is not None:
+        print(outcome.note)
     return 0
 
 

@@ -63,6 +63,36 @@ def sum_over_ranks(values: torch.Tensor, ctx: Context) -> torch.Tensor:
     return values
 
 
+def mean_loss(loss: torch.Tensor, ctx: Context) -> float:
+    """The loss averaged over ranks (this rank's when alone), non-finite if any rank's is.
+
+    Every rank learns of a divergence at the same step, so none is left waiting in the
+    gradient all-reduce for a rank that stopped; one scalar, so it costs little.
+    """
+    if ctx.world == 1:
+        return loss.item()
+    total = loss.detach().float().reshape(1).clone()
+    dist.all_reduce(total)
+    return total.item() / ctx.world
+
+
+def parameter_spread(model: torch.nn.Module, ctx: Context) -> tuple[float, float]:
+    """The lowest and highest float64 checksum of the module's parameters over all ranks.
+
+    DistributedDataParallel keeps every rank's parameters identical, so the two are equal
+    unless the replicas drifted apart. Buffers (BN running statistics) are left out: they
+    may legitimately differ per rank.
+    """
+    values = [p.detach().double() for p in model.parameters()]
+    sums = torch.stack([v.sum() + v.square().sum() for v in values]).to(ctx.device)
+    checksum = (sums * torch.arange(1, len(sums) + 1, dtype=torch.float64, device=ctx.device)).sum()
+    both = torch.stack([checksum, -checksum])
+    if ctx.world > 1:
+        dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    high, low = both.tolist()
+    return -low, high
+
+
 def teardown(ctx: Context) -> None:
     """Leave the process group."""
     if ctx.world > 1:

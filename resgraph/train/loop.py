@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from resgraph.errors import Location
 from resgraph.train import TrainError, checkpoint, metrics
-from resgraph.train.distributed import Context, sum_over_ranks, wrap
+from resgraph.train.distributed import Context, mean_loss, parameter_spread, sum_over_ranks, wrap
 from resgraph.train.loaders import Batches
 from resgraph.train.recipe import Recipe
 from resgraph.train.schedule import LrSchedule
@@ -33,7 +33,10 @@ class Speed:
 
 
 class Trainer:
-    """Trains one module on one batch source by one recipe; rank 0 writes into `run`."""
+    """Trains one module on one batch source by one recipe; rank 0 writes into `run`.
+
+    With `tensorboard`, rank 0 also writes each metrics record to `run`/tensorboard.
+    """
 
     def __init__(
         self,
@@ -45,8 +48,11 @@ class Trainer:
         ctx: Context,
         run: Path,
         speed: Speed = Speed(),
+        tensorboard: bool = False,
     ) -> None:
         self.batches, self.recipe, self.total = batches, recipe, total
+        self.tensorboard = tensorboard
+        self.board: metrics.Board | None = None
         self.schedule, self.ctx, self.run, self.speed = schedule, ctx, run, speed
         layout = torch.channels_last if speed.channels_last else torch.preserve_format
         self.model = model.to(ctx.device, memory_format=layout)
@@ -115,24 +121,32 @@ class Trainer:
             disable=not (self.ctx.main and sys.stderr.isatty()),
         )
         last = None
+        if self.tensorboard and self.ctx.main:
+            # events after the checkpoint resumed from are hidden, as their records are dropped
+            self.board = metrics.Board(self.run, resumed_at=self.iteration)
         self.clock = time.perf_counter()
-        while self.iteration < self.total:
-            epoch, start = divmod(self.iteration, self.batches.steps_per_epoch)
-            for images, labels in self.batches.train(epoch, start):
-                loss = self._step(images, labels)
-                bar.update()
-                if self.iteration % 10 == 0:
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self._lr():.3g}")
-                if self._evaluation_due():
-                    last = self._evaluate_and_save()
-                elif (
-                    self.recipe.checkpoint_every
-                    and self.iteration % self.recipe.checkpoint_every == 0
-                ):
-                    self._save("last.pt")
-                if self.iteration >= self.total:
-                    break
-        bar.close()
+        try:
+            while self.iteration < self.total:
+                epoch, start = divmod(self.iteration, self.batches.steps_per_epoch)
+                for images, labels in self.batches.train(epoch, start):
+                    loss = self._step(images, labels)
+                    bar.update()
+                    if self.iteration % 10 == 0:
+                        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self._lr():.3g}")
+                    if self._evaluation_due():
+                        last = self._evaluate_and_save()
+                    elif (
+                        self.recipe.checkpoint_every
+                        and self.iteration % self.recipe.checkpoint_every == 0
+                    ):
+                        self._save("last.pt")
+                    if self.iteration >= self.total:
+                        break
+        finally:
+            bar.close()
+            if self.board is not None:
+                self.board.close()
+                self.board = None
         return last
 
     def _lr(self) -> float:
@@ -146,7 +160,7 @@ class Trainer:
         with self._autocast():
             logits = self.net(self._input(images))
             loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-        value = loss.item()
+        value = mean_loss(loss, self.ctx)  # every rank stops together if one diverges
         if not math.isfinite(value):
             raise TrainError(
                 f"the loss became {value} at iteration {self.iteration + 1}; stopped, "
@@ -197,7 +211,20 @@ class Trainer:
         errors, count = sum_over_ranks(totals, self.ctx).tolist()
         return errors / max(count, 1)
 
+    def _check_replicas(self) -> None:
+        """Stop if the ranks' parameters differ: DistributedDataParallel did not keep them equal."""
+        low, high = parameter_spread(self.model, self.ctx)
+        if low != high:
+            raise TrainError(
+                f"the {self.ctx.world} processes' copies of the model differ at iteration "
+                f"{self.iteration} (parameter checksums {low!r} to {high!r}): "
+                "DistributedDataParallel did not keep them in step; stopped",
+                Location(str(self.run)),
+            )
+
     def _evaluate_and_save(self) -> dict[str, Any]:
+        if self.ctx.world > 1:
+            self._check_replicas()
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize(self.ctx.device)
         seconds = time.perf_counter() - self.clock
@@ -220,6 +247,8 @@ class Trainer:
         self.best = min(self.best, held_out)
         if self.ctx.main:
             metrics.append(self.run, record)
+            if self.board is not None:
+                self.board.write(record)
             if improved:
                 self._save("best.pt")
         self._save("last.pt")

@@ -18,7 +18,7 @@ def plot_errors(runs: list[Path], output: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for index, run in enumerate(runs):
-        records = metrics.read(run)
+        records = metrics.read(run, required=("iteration", "train_error", "test_error"))
         colour = f"C{index}"
         steps = [r["iteration"] for r in records]
         axes.plot(

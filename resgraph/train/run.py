@@ -1,24 +1,28 @@
 """One training run from command-line choices: compile, load data and recipe, train, resume.
 
 A run folder holds config.yaml (how the run was asked for, plus the expanded spec and
-recipe), metrics.jsonl, last.pt and best.pt. `--resume DIR` reads the choices back from
-config.yaml; choices given again must agree with them, except the length (--epochs).
+recipe), metrics.jsonl, last.pt and best.pt (and tensorboard/ with --tensorboard).
+`--resume DIR` reads the choices back from config.yaml; choices given again must agree with
+them, except the length (--epochs).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from pydantic import ValidationError
 
-from resgraph.errors import Location
+from resgraph.errors import Location, SpecError
+from resgraph.load import parse_yaml
 from resgraph.output import write_atomic
 from resgraph.pipeline import Compiled, compile_spec
 from resgraph.train import TrainError, checkpoint, distributed, metrics
-from resgraph.train.datasets import load_source
+from resgraph.train.datasets import Dataset, InMemory, load_source
 from resgraph.train.loaders import Placement, make_batches
 from resgraph.train.loop import Speed, Trainer
 from resgraph.train.model import model_from_spec, weighted_layers
@@ -43,6 +47,16 @@ class Request:
     device: str = "cpu"
     overrides: list[str] = field(default_factory=list)
     speed: Speed = field(default_factory=Speed)
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a `train` call did: the run folder, and on rank 0 its last record or a note."""
+
+    run: Path
+    last: dict[str, Any] | None = None
+    note: str | None = None  # e.g. that a resumed run was already complete
 
 
 def _choices(request: Request, saved: dict[str, Any] | None) -> dict[str, Any]:
@@ -62,6 +76,8 @@ def _choices(request: Request, saved: dict[str, Any] | None) -> dict[str, Any]:
         "data": request.data or old.get("data", "digits"),
         "seed": request.seed if request.seed is not None else old.get("seed", 0),
         "epochs": request.epochs if request.epochs is not None else old.get("epochs"),
+        # a run logged to TensorBoard keeps logging when resumed
+        "tensorboard": request.tensorboard or bool(old.get("tensorboard", False)),
     }
 
 
@@ -96,12 +112,77 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# What config.yaml must hold for train --resume, evaluate and analyze to use it.
+CHOICE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "spec_file": ((str,), "text"),
+    "overrides": ((list,), "a list"),
+    "recipe": ((str,), "text"),
+    "data": ((str,), "text"),
+    "seed": ((int,), "an integer"),
+    "epochs": ((int, type(None)), "an integer or null"),
+}
+CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "choices": ((dict,), "a mapping"),
+    "classes": ((int,), "an integer"),
+    "spec": ((dict,), "a mapping"),
+    "recipe": ((dict,), "a mapping"),
+}
+
+
+def _config_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise TrainError(f"damaged {CONFIG}: not UTF-8 text", Location(str(path))) from None
+    except OSError as exc:
+        raise TrainError(f"cannot read {CONFIG}: {exc.strerror}", Location(str(path))) from None
+
+
+def _check_config(config: Any, path: Path, where: Any) -> None:
+    """Refuse a config.yaml that is not what a run writes, naming the first wrong entry."""
+    if not isinstance(config, dict):
+        raise TrainError(f"damaged {CONFIG}: expected a mapping", Location(str(path)))
+    for table, types, keys in (
+        (config, CONFIG_TYPES, ()),
+        (config.get("choices"), CHOICE_TYPES, ("choices",)),
+    ):
+        for key, (allowed, what) in types.items():
+            value = table.get(key) if isinstance(table, dict) else None
+            if not isinstance(value, allowed) or isinstance(value, bool):
+                raise TrainError(
+                    f"damaged {CONFIG}: {'.'.join((*keys, key))} is missing or not {what}",
+                    where((*keys, key)) or Location(str(path)),
+                )
+    for index, text in enumerate(config["choices"]["overrides"]):
+        if not isinstance(text, str):
+            raise TrainError(
+                f"damaged {CONFIG}: choices.overrides holds a {type(text).__name__}, not K=V text",
+                where(("choices", "overrides", index)) or Location(str(path)),
+            )
+    try:
+        Recipe.model_validate(config["recipe"])
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        keys = ("recipe", *error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        raise TrainError(
+            f"{'.'.join(map(str, keys))}: {message}", where(keys) or Location(str(path))
+        ) from None
+
+
 def read_config(run: Path) -> dict[str, Any]:
-    """A run folder's config.yaml."""
+    """A run folder's config.yaml, checked: a damaged one is refused with its location."""
     path = run / CONFIG
     if not path.is_file():
         raise TrainError(f"no {CONFIG} here; is this a training run's folder?", Location(str(run)))
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        doc = parse_yaml(_config_text(path), str(path))
+    except TrainError:
+        raise
+    except SpecError as exc:  # YAML syntax, located by parse_yaml
+        raise TrainError(f"damaged {CONFIG}: {exc.message}", exc.location) from None
+    _check_config(doc.data, path, doc.locate)
+    return doc.data
 
 
 def load_run(run: Path, which: str = "best.pt") -> tuple[dict[str, Any], Compiled, torch.nn.Module]:
@@ -119,12 +200,56 @@ def load_run(run: Path, which: str = "best.pt") -> tuple[dict[str, Any], Compile
     return config, compiled, model
 
 
-def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path]:
+def _check_channels(data: Dataset, channels: int, choices: dict[str, Any]) -> None:
+    """Refuse a spec whose input channels the data's images cannot be turned into."""
+    have = data.train.images.shape[1] if isinstance(data, InMemory) else 3  # folders: RGB or L
+    if channels in (1, have) or have == 1:
+        return
+    raise TrainError(
+        f"input.channels is {channels}, but --data {choices['data']} has {have}-channel "
+        f"images, which become 1 or {have} channels only",
+        Location(choices["spec_file"]),
+    )
+
+
+def _check_tensorboard() -> None:
+    """Fail before any work if --tensorboard cannot write (torch's writer needs tensorboard)."""
+    try:
+        importlib.import_module("torch.utils.tensorboard")
+    except ImportError:
+        raise TrainError(
+            "needs the tensorboard package: pip install 'resgraph[tensorboard]'",
+            Location("--tensorboard"),
+        ) from None
+
+
+def _already_done(request: Request, trainer: Trainer, run: Path) -> str | None:
+    """A note if a resumed run has nothing left to do; an error if --epochs is behind it."""
+    done, total, steps = trainer.iteration, trainer.total, trainer.batches.steps_per_epoch
+    if done < total:
+        return None
+    more = done // steps + 1  # the fewest --epochs that trains further
+    if request.epochs is not None and done > total:
+        raise TrainError(
+            f"{request.epochs} means {total} iterations, but {run} is already at "
+            f"iteration {done}; give {more} or more to train longer",
+            Location("--epochs"),
+        )
+    return (
+        f"{run}: already complete at iteration {done}; to train longer, resume with "
+        f"--epochs M (M >= {more})"
+    )
+
+
+def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path, str | None]:
     saved = read_config(Path(request.resume)) if request.resume else None
     choices = _choices(request, saved and saved["choices"])
+    if choices["tensorboard"]:
+        _check_tensorboard()
     compiled, recipe = _compile(choices)
     shape = (compiled.spec.input.channels, compiled.spec.input.height, compiled.spec.input.width)
     data = load_source(choices["data"], shape, compiled.plan.classes)
+    _check_channels(data, shape[0], choices)
     config = {
         "choices": choices,
         "classes": data.classes,
@@ -148,11 +273,21 @@ def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path]
     total = recipe.iterations or recipe.epochs * batches.steps_per_epoch
     warm = recipe.warmup is not None and weighted_layers(compiled.graph) >= recipe.warmup.min_layers
     trainer = Trainer(
-        model, batches, recipe, total, LrSchedule(recipe, total, warm), ctx, run, request.speed
+        model,
+        batches,
+        recipe,
+        total,
+        LrSchedule(recipe, total, warm),
+        ctx,
+        run,
+        request.speed,
+        tensorboard=choices["tensorboard"],
     )
+    note = None
     if saved is not None:
         state = checkpoint.load(run / "last.pt")
         trainer.restore(state)
+        note = _already_done(request, trainer, run)
         if ctx.main:
             metrics.keep_first(run, state["records"])
             write_atomic(run / CONFIG, yaml.safe_dump(config, sort_keys=False))
@@ -166,15 +301,17 @@ def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path]
         run.mkdir(parents=True, exist_ok=True)
         write_atomic(run / CONFIG, yaml.safe_dump(config, sort_keys=False))
         write_atomic(run / metrics.FILE, "")
-    return trainer, run
+    return trainer, run, note
 
 
-def train(request: Request) -> tuple[Path, dict[str, Any] | None]:
-    """Run (or resume) training; return the run folder and (on rank 0) its last metrics record."""
+def train(request: Request) -> Outcome:
+    """Run (or resume) training; on rank 0 the outcome holds the last record written or a note."""
     ctx = distributed.setup(request.device)
     try:
-        trainer, run = _prepare(request, ctx)
+        trainer, run, note = _prepare(request, ctx)
+        if note is not None:
+            return Outcome(run, note=note if ctx.main else None)
         last = trainer.fit()
-        return run, last if ctx.main else None
+        return Outcome(run, last if ctx.main else None)
     finally:
         distributed.teardown(ctx)
