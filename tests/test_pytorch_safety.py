@@ -225,7 +225,7 @@ def test_interrupted_write_leaves_the_old_file(
         raise OSError("disk full")
 
     monkeypatch.setattr(output.os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SpecError, match="cannot write: disk full"):  # one line, not a traceback
         write_atomic(target, "new\n")
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["net.py"]
