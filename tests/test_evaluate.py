@@ -109,7 +109,7 @@ def test_ten_crop_takes_ten_views_and_averages_them(
     probabilities = torch.cat([s.probabilities for s in scored])
     assert [shape for shape, _ in calls] == [(9, 10, 3, SIZE, SIZE)]  # 9 images, 10 views each
 
-    _, _, model = load_run(run)
+    model = load_run(run).model
     model.eval()
     mean = checkpoint.load(run / "best.pt")["pixel_mean"]
     files = sorted((root / "val").rglob("*.png"))

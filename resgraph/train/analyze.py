@@ -39,7 +39,7 @@ class _Moments:
 @torch.no_grad()
 def responses(run: Path, which: str = "best.pt", device: str = "cpu") -> dict[str, float]:
     """The std of each 3x3 layer's response on held-out data, in the network's order."""
-    config, compiled, model = load_run(run, which)
+    config, compiled, model, _ = load_run(run, which)
     where = torch.device(device)
     shape = (compiled.spec.input.channels, compiled.spec.input.height, compiled.spec.input.width)
     data = load_source(config["choices"]["data"], shape, config["classes"])

@@ -93,7 +93,7 @@ def _as_image(tensor: Tensor) -> Image.Image:
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
 
 
-class TestViews(torch.utils.data.Dataset):
+class ViewSet(torch.utils.data.Dataset):
     """Test images (files or in-memory tensors) and their views; label -1 marks a bad file."""
 
     def __init__(self, items: Folder | Split, mode: str, view: Callable) -> None:
@@ -123,14 +123,10 @@ def _keep_lists(items: list[tuple[Any, int, int]]) -> list[tuple[Any, int, int]]
 # --------------------------------------------------------------------------- scoring
 
 
-def _softmax(logits: Tensor) -> Tensor:
-    return logits.float().softmax(1)
-
-
 def score_crops(model: torch.nn.Module, views: Tensor, mean: Tensor) -> Tensor:
     """Probabilities (N, K) of images given as uint8 views (N, V, C, H, W): mean over views."""
     n, v = views.shape[:2]
-    probabilities = _softmax(model(augment.normalize(views.flatten(0, 1), mean)))
+    probabilities = model(augment.normalize(views.flatten(0, 1), mean)).float().softmax(1)
     return probabilities.view(n, v, -1).mean(1)
 
 
@@ -250,8 +246,6 @@ def _workers(request: Request, recipe: Recipe, in_memory: bool) -> int:
 
 def scored_batches(request: Request) -> Iterator[Scored]:
     """Score every test image of the request's data, a batch at a time."""
-    from resgraph.train import checkpoint
-
     if request.test not in TEST_MODES:
         raise TrainError(
             f"unknown test mode; expected one of {', '.join(TEST_MODES)}", Location("--test")
@@ -259,8 +253,7 @@ def scored_batches(request: Request) -> Iterator[Scored]:
     if request.device == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda, but no CUDA GPU is available", Location("--device"))
     which = f"{request.checkpoint}.pt"
-    config, compiled, model = load_run(request.run, which)
-    state = checkpoint.load(request.run / which)
+    config, compiled, model, state = load_run(request.run, which)
     spec = compiled.spec
     shape = (spec.input.channels, spec.input.height, spec.input.width)
     data = load_source(request.data or config["choices"]["data"], shape, config["classes"])
@@ -284,7 +277,7 @@ def scored_batches(request: Request) -> Iterator[Scored]:
         items = data
     test_size = max(request.test_size or recipe.test_size or 0, *shape[1:])
     view = views_for(request.test, shape[1:], test_size, request.scales)
-    dataset = TestViews(items, "L" if shape[0] == 1 else "RGB", view)
+    dataset = ViewSet(items, "L" if shape[0] == 1 else "RGB", view)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=request.batch_size or recipe.eval_batch_size,

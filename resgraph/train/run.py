@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
@@ -185,8 +185,18 @@ def read_config(run: Path) -> dict[str, Any]:
     return doc.data
 
 
-def load_run(run: Path, which: str = "best.pt") -> tuple[dict[str, Any], Compiled, torch.nn.Module]:
-    """A finished (or running) run's config, compiled spec and module with trained weights."""
+class TrainedRun(NamedTuple):
+    """A run folder read back: its config, its compiled spec, the module with the checkpoint's
+    weights, and the whole checkpoint (optimizer state, pixel mean, ...)."""
+
+    config: dict[str, Any]
+    compiled: Compiled
+    model: torch.nn.Module
+    state: dict[str, Any]
+
+
+def load_run(run: Path, which: str = "best.pt") -> TrainedRun:
+    """A finished (or running) run, checked against its spec file as it is now."""
     config = read_config(run)
     compiled, _ = _compile(config["choices"])
     changed = _difference(config["spec"], compiled.spec.model_dump(mode="json"), "spec")
@@ -196,8 +206,9 @@ def load_run(run: Path, which: str = "best.pt") -> tuple[dict[str, Any], Compile
             Location(str(run / CONFIG)),
         )
     model = model_from_spec(compiled, config["classes"])
-    model.load_state_dict(checkpoint.load(run / which)["model"])
-    return config, compiled, model
+    state = checkpoint.load(run / which)
+    model.load_state_dict(state["model"])
+    return TrainedRun(config, compiled, model, state)
 
 
 def _check_channels(data: Dataset, channels: int, choices: dict[str, Any]) -> None:
