@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resgraph import __version__
+from resgraph.argtypes import non_negative, positive
 from resgraph.errors import SpecError
 from resgraph.expand import DEFAULT_MAX_NODES
 from resgraph.train.cli import add_parsers as add_training_parsers
@@ -33,7 +34,7 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-nodes",
-        type=_positive,
+        type=positive,
         default=DEFAULT_MAX_NODES,
         metavar="N",
         help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})",
@@ -279,25 +280,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -356,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         "generated module; without it, He-init from --seed",
     )
     p.add_argument(
-        "--seed", type=_non_negative, default=0, help="onnx: seed of the He-init (default 0)"
+        "--seed", type=non_negative, default=0, help="onnx: seed of the He-init (default 0)"
     )
     p.add_argument("--opset", type=int, default=17, help="onnx: opset version (default 17)")
     p.add_argument(
@@ -404,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "csv", "json"], default="text")
     p.add_argument(
         "--max-nodes",
-        type=_positive,
+        type=positive,
         default=DEFAULT_MAX_NODES,
         metavar="N",
         help=f"refuse graphs over N nodes (default {DEFAULT_MAX_NODES:,})",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from resgraph.argtypes import non_negative, positive
 from resgraph.errors import SpecError
 from resgraph.train import PAPER_SCALES, TEST_MODES
 
@@ -155,16 +156,6 @@ def _scales(text: str) -> tuple[int, ...]:
     return scales
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return value
-
-
 def add_evaluate_parser(subparsers: Any) -> None:
     """Add `evaluate RUN --test MODE` to an argparse subparsers object."""
     p = subparsers.add_parser(
@@ -189,14 +180,14 @@ def add_evaluate_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--test-size",
-        type=_positive,
+        type=positive,
         metavar="N",
         help="shorter side before center/10-crop (default: the recipe's test_size)",
     )
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--device", choices=DEVICES, default="cpu")
-    p.add_argument("--batch-size", type=_positive, metavar="N", help="images per batch")
-    p.add_argument("--workers", type=int, metavar="N", help="data loader processes")
+    p.add_argument("--batch-size", type=positive, metavar="N", help="images per batch")
+    p.add_argument("--workers", type=non_negative, metavar="N", help="data loader processes")
     p.add_argument(
         "-o", "--output", metavar="FILE", help="JSON result (default RUN/evaluate-<test>.json)"
     )
@@ -211,8 +202,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from resgraph.output import write_atomic
     from resgraph.train.evaluate import Request, evaluate, table
 
-    if args.workers is not None and args.workers < 0:
-        raise SpecError("--workers must be 0 or more")
     request = Request(
         run=Path(args.run),
         data=args.data,
