@@ -469,7 +469,7 @@ GOOD_CONFIG = {
         (
             yaml.safe_dump({**GOOD_CONFIG, "classes": "ten"}),
             ":8:10",
-            "damaged config.yaml: classes is missing or not an integer",
+            "damaged config.yaml: classes: Input should be a valid integer",
         ),
         (
             yaml.safe_dump({**GOOD_CONFIG, "recipe": {"lr": -1, "batch_size": 32, "epochs": 1}}),

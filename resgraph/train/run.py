@@ -15,10 +15,10 @@ from typing import Any, NamedTuple
 
 import torch
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 
 from resgraph.errors import Location, SpecError
-from resgraph.load import parse_yaml
+from resgraph.load import Document, parse_yaml
 from resgraph.output import write_atomic
 from resgraph.pipeline import Compiled, compile_spec
 from resgraph.train import TrainError, checkpoint, distributed, metrics
@@ -112,21 +112,29 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# What config.yaml must hold for train --resume, evaluate and analyze to use it.
-CHOICE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "spec_file": ((str,), "text"),
-    "overrides": ((list,), "a list"),
-    "recipe": ((str,), "text"),
-    "data": ((str,), "text"),
-    "seed": ((int,), "an integer"),
-    "epochs": ((int, type(None)), "an integer or null"),
-}
-CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "choices": ((dict,), "a mapping"),
-    "classes": ((int,), "an integer"),
-    "spec": ((dict,), "a mapping"),
-    "recipe": ((dict,), "a mapping"),
-}
+class _Choices(BaseModel):
+    """How a run was asked for, as config.yaml records it (later versions may add keys)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    spec_file: StrictStr
+    overrides: list[StrictStr]
+    recipe: StrictStr
+    data: StrictStr
+    seed: StrictInt
+    epochs: StrictInt | None
+    tensorboard: StrictBool = False
+
+
+class _RunConfig(BaseModel):
+    """What config.yaml must hold for train --resume, evaluate and analyze to use it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    choices: _Choices
+    classes: StrictInt
+    spec: dict[str, Any]
+    recipe: Recipe
 
 
 def _config_text(path: Path) -> str:
@@ -138,35 +146,20 @@ def _config_text(path: Path) -> str:
         raise TrainError(f"cannot read {CONFIG}: {exc.strerror}", Location(str(path))) from None
 
 
-def _check_config(config: Any, path: Path, where: Any) -> None:
+def _check_config(doc: Document, path: Path) -> None:
     """Refuse a config.yaml that is not what a run writes, naming the first wrong entry."""
-    if not isinstance(config, dict):
+    if not isinstance(doc.data, dict):
         raise TrainError(f"damaged {CONFIG}: expected a mapping", Location(str(path)))
-    for table, types, keys in (
-        (config, CONFIG_TYPES, ()),
-        (config.get("choices"), CHOICE_TYPES, ("choices",)),
-    ):
-        for key, (allowed, what) in types.items():
-            value = table.get(key) if isinstance(table, dict) else None
-            if not isinstance(value, allowed) or isinstance(value, bool):
-                raise TrainError(
-                    f"damaged {CONFIG}: {'.'.join((*keys, key))} is missing or not {what}",
-                    where((*keys, key)) or Location(str(path)),
-                )
-    for index, text in enumerate(config["choices"]["overrides"]):
-        if not isinstance(text, str):
-            raise TrainError(
-                f"damaged {CONFIG}: choices.overrides holds a {type(text).__name__}, not K=V text",
-                where(("choices", "overrides", index)) or Location(str(path)),
-            )
     try:
-        Recipe.model_validate(config["recipe"])
+        _RunConfig.model_validate(doc.data)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
-        keys = ("recipe", *error["loc"])
+        keys = tuple(error["loc"])
         message = error["msg"].removeprefix("Value error, ")
+        label = ".".join(map(str, keys))
+        prefix = "" if keys[:1] == ("recipe",) else f"damaged {CONFIG}: "
         raise TrainError(
-            f"{'.'.join(map(str, keys))}: {message}", where(keys) or Location(str(path))
+            f"{prefix}{label}: {message}", doc.locate(keys) or Location(str(path))
         ) from None
 
 
@@ -181,7 +174,7 @@ def read_config(run: Path) -> dict[str, Any]:
         raise
     except SpecError as exc:  # YAML syntax, located by parse_yaml
         raise TrainError(f"damaged {CONFIG}: {exc.message}", exc.location) from None
-    _check_config(doc.data, path, doc.locate)
+    _check_config(doc, path)
     return doc.data
 
 
