@@ -30,11 +30,11 @@ from tqdm import tqdm
 from resgraph.errors import Location, SpecError
 from resgraph.pipeline import Compiled, compile_spec
 from resgraph.train import PAPER_SCALES, TEST_MODES, TrainError, augment
-from resgraph.train.datasets import Folder, InMemory, Split, load_source
+from resgraph.train.datasets import Dataset, Folder, InMemory, Split, load_source
 from resgraph.train.loaders import Placement, make_batches
 from resgraph.train.model import model_from_spec
 from resgraph.train.recipe import Recipe, split_overrides
-from resgraph.train.run import load_run, read_config
+from resgraph.train.run import load_run
 
 Tensor = torch.Tensor
 TOP = (1, 5)
@@ -213,9 +213,9 @@ def fcn_model(
             f"{height}x{width}",
             Location(config["choices"]["spec_file"]),
         )
-    for scale in sorted(set(scales)):
+    for scale in sorted(set(scales)):  # the largest last: its graph builds the module
         try:
-            _fcn_compiled(config, height, scale)
+            largest = _fcn_compiled(config, height, scale)
         except SpecError:
             smallest = minimum_input(config, height, MAX_INPUT)
             raise TrainError(
@@ -223,17 +223,19 @@ def fcn_model(
                 f"fully convolutionally ({smallest})",
                 Location("--scales"),
             ) from None
-    model = model_from_spec(_fcn_compiled(config, height, max(scales)), config["classes"])
+    model = model_from_spec(largest, config["classes"])
     model.load_state_dict(weights)
     return model
 
 
-def _pixel_mean(state: dict[str, Any], config: dict[str, Any], data: Any, shape: tuple) -> Tensor:
+def _pixel_mean(
+    state: dict[str, Any], recipe: Recipe, seed: int, data: Dataset, shape: tuple[int, int, int]
+) -> Tensor:
+    """The checkpoint's training mean; runs older than that field recompute it (deterministic)."""
     if "pixel_mean" in state:
         return state["pixel_mean"].float()
-    recipe = Recipe.model_validate(config["recipe"])
     where = Placement(shape, 0, 1, torch.device("cpu"))
-    return make_batches(data, recipe, config["choices"]["seed"], where).mean.cpu()
+    return make_batches(data, recipe, seed, where).mean.cpu()
 
 
 def _workers(request: Request, recipe: Recipe, in_memory: bool) -> int:
@@ -244,57 +246,70 @@ def _workers(request: Request, recipe: Recipe, in_memory: bool) -> int:
     return 0 if in_memory else min(recipe.workers, cores or 1)
 
 
-def scored_batches(request: Request) -> Iterator[Scored]:
-    """Score every test image of the request's data, a batch at a time."""
+@dataclass(frozen=True)
+class _Setup:
+    """Everything a test pass needs, read once: the data source named, the model, the batches."""
+
+    source: str
+    model: torch.nn.Module
+    loader: torch.utils.data.DataLoader
+    mean: Tensor
+    device: torch.device
+    items: Folder | Split
+
+
+def _setup(request: Request) -> _Setup:
     if request.test not in TEST_MODES:
         raise TrainError(
             f"unknown test mode; expected one of {', '.join(TEST_MODES)}", Location("--test")
         )
     if request.device == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda, but no CUDA GPU is available", Location("--device"))
-    which = f"{request.checkpoint}.pt"
-    config, compiled, model, state = load_run(request.run, which)
+    config, compiled, model, state = load_run(request.run, f"{request.checkpoint}.pt")
     spec = compiled.spec
     shape = (spec.input.channels, spec.input.height, spec.input.width)
-    data = load_source(request.data or config["choices"]["data"], shape, config["classes"])
+    source = request.data or config["choices"]["data"]
+    data = load_source(source, shape, config["classes"])
     if data.classes != config["classes"]:
         raise TrainError(
             f"this data has {data.classes} classes; the run was trained on {config['classes']}",
-            Location(f"--data {request.data}"),
+            Location(f"--data {source}"),
         )
     recipe = Recipe.model_validate(config["recipe"])
     device = torch.device(request.device)
-    mean = _pixel_mean(state, config, data, shape).to(device)
+    mean = _pixel_mean(state, recipe, config["choices"]["seed"], data, shape).to(device)
     if request.test == "multiscale":
         model = fcn_model(config, compiled, state["model"], request.scales)
     model.to(device).eval()
-    if isinstance(data, InMemory):
-        channels, height, width = shape
-        items: Folder | Split = Split(
-            augment.fit(data.test.images, channels, height, width), data.test.labels
-        )
-    else:
-        items = data
+    items: Folder | Split = data
+    if isinstance(data, InMemory):  # fitted to the input size, as the trainer sees them
+        items = Split(augment.fit(data.test.images, *shape), data.test.labels)
     test_size = max(request.test_size or recipe.test_size or 0, *shape[1:])
     view = views_for(request.test, shape[1:], test_size, request.scales)
-    dataset = ViewSet(items, "L" if shape[0] == 1 else "RGB", view)
     loader = torch.utils.data.DataLoader(
-        dataset,
+        ViewSet(items, "L" if shape[0] == 1 else "RGB", view),
         batch_size=request.batch_size or recipe.eval_batch_size,
         num_workers=_workers(request, recipe, in_memory=isinstance(items, Split)),
         collate_fn=_keep_lists,
     )
-    bar = tqdm(total=len(dataset), unit="img", dynamic_ncols=True, disable=not sys.stderr.isatty())
+    return _Setup(source, model, loader, mean, device, items)
+
+
+def _scored(setup: _Setup, multiscale: bool) -> Iterator[Scored]:
+    model, mean, device = setup.model, setup.mean, setup.device
+    total = len(setup.loader.dataset)  # type: ignore[arg-type]
+    bar = tqdm(total=total, unit="img", dynamic_ncols=True, disable=not sys.stderr.isatty())
     with torch.no_grad():
-        for batch in loader:
+        for batch in setup.loader:
             bad = [index for _, label, index in batch if label < 0]
             if bad:
+                assert isinstance(setup.items, Folder)  # in-memory images always read
                 raise TrainError(
                     "cannot read this image (missing, truncated or not an image)",
-                    Location(str(data.test[bad[0]][0])),
+                    Location(str(setup.items.test[bad[0]][0])),
                 )
             labels = torch.tensor([label for _, label, _ in batch], device=device)
-            if request.test == "multiscale":
+            if multiscale:
                 per_scale = tuple(score_scales(model, [v for v, _, _ in batch], mean, device))
                 averaged = torch.stack(per_scale).mean(0)
             else:
@@ -305,12 +320,18 @@ def scored_batches(request: Request) -> Iterator[Scored]:
     bar.close()
 
 
+def scored_batches(request: Request) -> Iterator[Scored]:
+    """Score every test image of the request's data, a batch at a time."""
+    yield from _scored(_setup(request), request.test == "multiscale")
+
+
 def evaluate(request: Request) -> dict[str, Any]:
     """Top-1 and top-5 error of a run's checkpoint under a test mode (per scale for multiscale)."""
     images = 0
     errors = dict.fromkeys(TOP, 0)
     scale_errors: list[dict[int, int]] = []
-    for scored in scored_batches(request):
+    setup = _setup(request)
+    for scored in _scored(setup, request.test == "multiscale"):
         images += len(scored.labels)
         for k, n in top_k_errors(scored.probabilities, scored.labels).items():
             errors[k] += n
@@ -322,7 +343,7 @@ def evaluate(request: Request) -> dict[str, Any]:
     result: dict[str, Any] = {
         "run": str(request.run),
         "checkpoint": f"{request.checkpoint}.pt",
-        "data": request.data or read_config(request.run)["choices"]["data"],
+        "data": setup.source,
         "test": request.test,
         "views_per_image": {"center": 1, "10crop": 10, "multiscale": len(request.scales)}[
             request.test
