@@ -227,7 +227,7 @@ def bench_emit(folder: Path, repeats: int) -> int:
     """Emit time against torch.save of the same weights; 1 if the target is missed."""
     compiled = compile_spec(REPO / "specs" / "resnet152.yaml")
     state = {
-        k: torch.from_numpy(v) for k, v in he_init(compiled.graph, compiled.spec.init, 0).items()
+        k: torch.from_numpy(v) for k, v in he_init(compiled.network, 0).items()
     }
     weights = folder / "resnet152.pt"
     output = folder / "resnet152.onnx"

@@ -25,9 +25,8 @@ def projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequentia
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (the paper's Fig. 5, right), for ResNet-50/101/152. The
-    stride sits in the first 1x1 as in the paper's Caffe models; set stride_on: conv2 for
-    torchvision's "v1.5" layout. groups and base_width give ResNeXt and Wide ResNet.
+    """The bottleneck block type with its stride in conv2, a 3x3 conv (stride_on: conv2; the
+    type declares conv1). Branch: conv1, bn1, relu1, conv2, bn2, relu2, conv3, bn3.
     """
 
     def __init__(

@@ -57,7 +57,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 {
                     "file": spec,
                     "valid": True,
-                    "name": graph.graph["spec"].name,
+                    "name": graph.graph["name"],
                     "params": graph.graph["params"],
                     "macs": graph.graph["macs"],
                 }

@@ -21,7 +21,8 @@ from resgraph.errors import Location, SpecError
 from resgraph.expand import DEFAULT_MAX_NODES
 from resgraph.graph import INPUT
 from resgraph.load import load_spec
-from resgraph.passes.shapes import fmt
+from resgraph.ops import OPS
+from resgraph.ops.base import fmt
 from resgraph.pipeline import compile_spec
 
 MAX_POINTS = 1024  # a sweep compiles every point; beyond this it is a typo, not a design study
@@ -42,16 +43,9 @@ class Part:
         return {"name": self.name, **self.fields, "params": self.params, "macs": self.macs}
 
 
-def _layer_text(op: str, attrs: dict[str, Any]) -> str:
+def _layer_text(op: str, attrs: Any) -> str:
     """A layer as people sketch it: conv 7x7/2 64, maxpool 3x3/2, bn."""
-    if op == "conv":
-        k, s = attrs["kernel"], attrs["stride"]
-        groups = f" g{attrs['groups']}" if attrs["groups"] != 1 else ""
-        return f"conv {k}x{k}{f'/{s}' if s != 1 else ''} {attrs['out']}{groups}"
-    if op in ("maxpool", "avgpool"):
-        k, s = attrs["kernel"], attrs["stride"]
-        return f"{op} {k}x{k}{f'/{s}' if s != 1 else ''}"
-    return op
+    return OPS[op].text(attrs)
 
 
 def _shortcut_text(graph: nx.DiGraph, nodes: list[str], kind: str) -> str:
@@ -91,7 +85,7 @@ def parts(graph: nx.DiGraph) -> list[Part]:
             {
                 "input": fmt(graph.nodes[INPUT]["shape"]),
                 "layers": ", ".join(
-                    _layer_text(graph.nodes[n]["op"], graph.nodes[n]["attrs"]) for n in stem
+                    _layer_text(graph.nodes[n]["op"], graph.nodes[n]["node"].attrs) for n in stem
                 )
                 or "none",
                 "output": fmt(graph.nodes[stem_out]["shape"]),
@@ -105,13 +99,13 @@ def parts(graph: nx.DiGraph) -> list[Part]:
         first, last = blocks[names[0]], blocks[names[-1]]
         nodes = [n for b in names for n in by_block[b]]
         shortcuts = dict.fromkeys(
-            _shortcut_text(graph, by_block[b], blocks[b].shortcut) for b in names
+            _shortcut_text(graph, by_block[b], blocks[b].shortcut.kind) for b in names
         )
         fields = {
             "blocks": len(names),
-            "block": first.type_name,
+            "block": first.template.type_name,
             **{f"block.{k}": v for k, v in first.params.items()},
-            "stride_on": first.stride_on or "none",
+            "stride_on": first.template.stride_on or "none",
             "width": first.width,
             "out_channels": last.out_channels,
             "stride": first.stride,
@@ -121,7 +115,9 @@ def parts(graph: nx.DiGraph) -> list[Part]:
         result.append(Part(stage, fields, *_cost(graph, nodes)))
     head = by_role.get("head", [])
     output = graph.nodes[graph.graph["output"]]
-    layers = ", ".join(_layer_text(graph.nodes[n]["op"], graph.nodes[n]["attrs"]) for n in head)
+    layers = ", ".join(
+        _layer_text(graph.nodes[n]["op"], graph.nodes[n]["node"].attrs) for n in head
+    )
     fields = {"layers": layers, "classes": output["attrs"]["out"]}
     result.append(Part("head", fields, *_cost(graph, head)))
     return result
@@ -190,7 +186,7 @@ def diff_dict(a: nx.DiGraph, b: nx.DiGraph) -> dict[str, Any]:
 
 def _totals(graph: nx.DiGraph) -> dict[str, Any]:
     return {
-        "name": graph.graph["spec"].name,
+        "name": graph.graph["name"],
         "params": graph.graph["params"],
         "macs": graph.graph["macs"],
     }
@@ -224,7 +220,7 @@ def _note(d: PartDiff) -> str:
 def diff_text(a: nx.DiGraph, b: nx.DiGraph) -> str:
     """What changed, part by part, then a cost table with per-part and total changes."""
     diffs = diff(a, b)
-    out = [f"{a.graph['spec'].name} -> {b.graph['spec'].name}", ""]
+    out = [f"{a.graph['name']} -> {b.graph['name']}", ""]
     notes = [(d.name, _note(d)) for d in diffs]
     out += [f"  {name}: {note}" for name, note in notes if note]
     if not any(note for _, note in notes):

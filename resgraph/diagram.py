@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import networkx as nx
 
-from resgraph.passes.shapes import fmt
+from resgraph.ops.base import fmt
 
 
 def _label(name: str, data: dict) -> str:
@@ -26,7 +26,7 @@ def to_dot(graph: nx.DiGraph) -> str:
     """Graphviz DOT source; `dot -Tsvg` renders it."""
     q = json.dumps  # a JSON string is a valid DOT quoted id
     lines = [
-        f"digraph {q(graph.graph['spec'].name)} {{",
+        f"digraph {q(graph.graph['name'])} {{",
         "  rankdir=TB;",
         '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];',
     ]

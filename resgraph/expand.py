@@ -11,14 +11,14 @@ import difflib
 import functools
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 from pydantic import TypeAdapter
 
 from resgraph import expr
 from resgraph.errors import Location, SpecError
 from resgraph.load import Document, KeyPath, parse_yaml
-from resgraph.spec import MAX_BLOCKS, MAX_SIZE, BlockType, Layer, Shortcut, Spec
+from resgraph.ops.base import evaluate
+from resgraph.spec import MAX_BLOCKS, BlockType, Layer, Shortcut, Spec
 
 DEFAULT_MAX_NODES = 250_000
 LIBRARY_FILE = "resgraph/blocks/library.yaml"
@@ -91,69 +91,6 @@ def library() -> dict[str, BlockSource]:
     doc = parse_yaml(path.read_text(encoding="utf-8"), LIBRARY_FILE)
     types = TypeAdapter(dict[str, BlockType]).validate_python(doc.data)
     return {name: BlockSource(name, bt, Where(doc, (name,))) for name, bt in types.items()}
-
-
-def evaluate(
-    value: int | str,
-    scope: dict[str, int],
-    where: Location | None,
-    what: str,
-    minimum: int = 1,
-    maximum: int = MAX_SIZE,
-) -> int:
-    """Evaluate an IntExpr and check its range, with a located error."""
-    try:
-        result = expr.evaluate(value, scope)
-    except expr.ExprError as exc:
-        raise SpecError(f"{what}: {exc}", where) from None
-    if result < minimum:
-        shown = f" ({value} = {result})" if isinstance(value, str) else ""
-        raise SpecError(f"{what} must be at least {minimum}, got {result}{shown}", where)
-    if result > maximum:
-        raise SpecError(f"{what} is {result:,}; the limit is {maximum:,}", where)
-    return result
-
-
-def layer_attrs(
-    layer: Layer, scope: dict[str, int], where: Where, what: str, channels: int
-) -> dict[str, Any]:
-    """A layer's settings with expressions evaluated and defaults applied (`channels` in)."""
-    op, args = layer.op, layer.args
-    here = where.child(op)
-
-    def num(field: str, minimum: int = 1) -> int:
-        return evaluate(getattr(args, field), scope, here(field), f"{what}: {field}", minimum)
-
-    if op == "conv":
-        kernel = num("kernel")
-        padding = (kernel - 1) // 2 if args.padding is None else num("padding", 0)
-        return {
-            "out": num("out"),
-            "kernel": kernel,
-            "stride": num("stride"),
-            "padding": padding,
-            "groups": num("groups"),
-            "bias": args.bias,
-        }
-    if op in ("maxpool", "avgpool"):
-        kernel = num("kernel")
-        attrs = {
-            "kernel": kernel,
-            "stride": kernel if args.stride is None else num("stride"),
-            "padding": (kernel - 1) // 2 if args.padding is None else num("padding", 0),
-            "ceil_mode": args.ceil_mode,
-        }
-        if op == "avgpool":
-            attrs["count_include_pad"] = args.count_include_pad
-        return attrs
-    if op == "bn":
-        return {"eps": args.eps, "momentum": args.momentum}
-    if op == "se":
-        reduction = num("reduction")
-        return {"reduction": reduction, "hidden": channels // reduction}
-    if op == "linear":
-        return {"out": num("out"), "bias": args.bias}
-    return {}
 
 
 def layer_names(

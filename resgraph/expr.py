@@ -28,11 +28,15 @@ class ExprError(ValueError):
     """An expression that does not parse, names an unknown variable, or overflows."""
 
 
-@functools.lru_cache(maxsize=4096)
 def parse(text: str) -> ast.expr:
     """Parse and whitelist an expression; raise ExprError naming the offending part."""
-    if len(text) > MAX_EXPR_LENGTH:
+    if len(text) > MAX_EXPR_LENGTH and not isinstance(text, Source):
         raise ExprError(f"expression longer than {MAX_EXPR_LENGTH} characters")
+    return _parse(str(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> ast.expr:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
@@ -115,6 +119,8 @@ def render(value: int | str, rename: Mapping[str, str] | None = None) -> str:
     """Render an int or a whitelisted expression as Python source, optionally renaming names."""
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, Source) and not rename:
+        return str(value)
     tree = parse(value)
     if rename:
         tree = _Rename(rename).visit(ast.parse(ast.unparse(tree), mode="eval")).body
@@ -127,3 +133,45 @@ class _Rename(ast.NodeTransformer):
 
     def visit_Name(self, node: ast.Name) -> ast.Name:
         return ast.copy_location(ast.Name(self.mapping.get(node.id, node.id), node.ctx), node)
+
+
+class Source(str):
+    """An expression resgraph composed from rendered parts (a default padding, a scaled
+    stride): evaluated like a spec's expression, rendered exactly as written."""
+
+
+Dim = int | str  # a size: a number, or an expression over a block's names
+
+
+def operand(value: Dim) -> str:
+    """A size as source, bracketed unless it is a name, a number or a call, so that it keeps
+    its value as an operand of `*` or `//` (`1 + 1` as a divisor is `(1 + 1)`)."""
+    source = render(value)
+    node = parse(source) if not isinstance(value, int) else None
+    atomic = node is None and value >= 0
+    atomic = atomic or isinstance(node, ast.Name | ast.Call)
+    atomic = atomic or (isinstance(node, ast.Constant) and not source.startswith("-"))
+    return source if atomic else f"({source})"
+
+
+def times(value: Dim, factor: Dim) -> Dim:
+    """value * factor, folded to a number when both are numbers and to `factor` when value is 1."""
+    if isinstance(value, int) and isinstance(factor, int):
+        return value * factor
+    if value == 1:
+        return factor
+    return Source(f"{operand(value)} * {operand(factor)}")
+
+
+def halved_less_one(kernel: Dim) -> Dim:
+    """(kernel - 1) // 2: the padding that keeps an odd kernel's output size."""
+    if isinstance(kernel, int):
+        return (kernel - 1) // 2
+    return Source(f"({render(kernel)} - 1) // 2")
+
+
+def divided(value: Dim, divisor: Dim) -> Dim:
+    """value // divisor, folded to a number when both are numbers."""
+    if isinstance(value, int) and isinstance(divisor, int):
+        return value // divisor
+    return Source(f"{operand(value)} // {operand(divisor)}")

@@ -1,138 +1,154 @@
-"""Build the networkx graph from a plan: one node per op, named like torchvision's modules.
+"""The front end's last step: a plan becomes the resolved IR, one node per op.
 
-Shortcut policies depend on shapes (option B projects only where a block changes its
-input's size), so shapes are inferred node by node as the graph is built, with the
-rules in `resgraph.passes.shapes`.
+Layers are resolved once into templates (sizes as expressions of a block's names, for the
+generated classes) and each instance evaluates the same templates into nodes (sizes as
+numbers, for the passes and the ONNX backend), so the two cannot disagree. Shortcut
+policies depend on shapes (option B projects only where a block changes its input's size),
+so shapes are inferred node by node as the IR is built, with each op's own shape rule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
 from resgraph.errors import Location, SpecError
-from resgraph.expand import (
-    LIBRARY_FILE,
-    BlockPlan,
-    Plan,
-    Where,
-    evaluate,
-    layer_attrs,
-    layer_names,
+from resgraph.expand import LIBRARY_FILE, BlockPlan, Plan, Where, layer_names
+from resgraph.expr import Dim, times
+from resgraph.ir import (
+    INPUT,
+    Block,
+    BlockTemplate,
+    LayerTemplate,
+    Network,
+    Node,
+    ProjectionTemplate,
+    Shortcut,
+    Stage,
 )
-from resgraph.passes import shapes
+from resgraph.ops import OPS
+from resgraph.ops.base import concrete, evaluate, fmt
+from resgraph.ops.conv import ConvAttrs
+from resgraph.ops.linear import LinearAttrs
+from resgraph.ops.pool import PoolAttrs
+from resgraph.ops.relu import NoAttrs
+from resgraph.ops.zero_pad import ZeroPadAttrs
 from resgraph.spec import Layer
+from resgraph.spec import Shortcut as ShortcutPolicy
 
-INPUT = "input"
+__all__ = ["INPUT", "build_network", "to_networkx"]
 
-
-@dataclass(frozen=True)
-class BlockInstance:
-    """What a backend needs to instantiate one block: decided here, never re-derived."""
-
-    name: str
-    stage: str
-    type_name: str
-    in_channels: int
-    out_channels: int
-    width: int
-    stride: int
-    params: dict[str, int]
-    stride_on: str | None
-    shortcut: str  # identity | zero_pad | projection | none
-    shortcut_attrs: dict[str, Any]
-    layers: list[str]
-    location: Location | None
+SCALED_BY_BLOCK = "stride"  # the name a stride_on layer's stride is multiplied by
 
 
-class _GraphBuilder:
+def templates(
+    layers: list[Layer],
+    names: list[str],
+    channels: Dim,
+    where: Where,
+    stride_on: str | None = None,
+    offset: int = 0,
+) -> tuple[LayerTemplate, ...]:
+    """Resolve layers once, tracking input channels as an expression through them.
+
+    `offset` is the first layer's index in the list the spec wrote (layers after an add).
+    """
+    out = []
+    for i, (layer, name) in enumerate(zip(layers, names, strict=True), start=offset):
+        op = OPS[layer.op]
+        attrs = op.resolve(layer.args, channels)
+        if name == stride_on and hasattr(attrs, "stride"):  # else _check_stride_on says why
+            attrs = dataclasses.replace(attrs, stride=times(attrs.stride, SCALED_BY_BLOCK))
+        here = where.child(i, layer.op)
+        fields = {f.name: here(f.name) for f in dataclasses.fields(attrs)}
+        out.append(LayerTemplate(name, layer.op, attrs, channels, where(i), fields))
+        channels = op.out_channels(attrs, channels)
+    return tuple(out)
+
+
+def _refuse_add(layers: list[Layer], names: list[str], where: Where) -> None:
+    """Outside a block type there is no shortcut for an add to join."""
+    for i, (layer, name) in enumerate(zip(layers, names, strict=True)):
+        if layer.op == "add":
+            raise SpecError(
+                f"{name}: add joins a block's shortcut to its branch, so it belongs in a "
+                "block type's layers, not here",
+                where(i),
+            )
+
+
+class _Builder:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.graph = nx.DiGraph(name=plan.spec.name)
+        self.nodes: dict[str, Node] = {}
+        self.block_templates: dict[tuple[int, str | None], BlockTemplate] = {}
+        self.projections: dict[int, ProjectionTemplate] = {}
+
+    def channels(self, name: str) -> int:
+        return self.nodes[name].shape[0]
 
     def add(
         self,
         name: str,
         op: str,
-        attrs: dict[str, Any],
+        attrs: Any,
         inputs: list[str],
         where: Location | None,
         what: str,
-        **extra: Any,
+        role: str,
+        block: str | None = None,
     ) -> str:
-        if name in self.graph:  # e.g. a block layer named downsample under option A
+        if name in self.nodes:  # e.g. a block layer named downsample under option A
             raise SpecError(
                 f"{what}: the name {name!r} is already taken in the graph; rename the layer", where
             )
-        in_shapes = [self.graph.nodes[i]["shape"] for i in inputs]
-        shape = shapes.infer(op, attrs, in_shapes, what, where)
-        self.graph.add_node(
-            name,
-            op=op,
-            attrs=attrs,
-            inputs=inputs,
-            in_shapes=in_shapes,
-            shape=shape,
-            loc=where,
-            **extra,
+        in_shapes = tuple(self.nodes[i].shape for i in inputs)
+        shape = OPS[op].shape(attrs, list(in_shapes), what, where)
+        if min(shape) < 1:
+            raise SpecError(f"{what}: output size reaches zero ({fmt(shape)})", where)
+        self.nodes[name] = Node(
+            name, op, attrs, tuple(inputs), in_shapes, shape, where, role, block
         )
-        for source in inputs:
-            self.graph.add_edge(source, name, shape=self.graph.nodes[source]["shape"])
         return name
-
-    def layers(
-        self,
-        layers: list[Layer],
-        names: list[str],
-        prefix: str,
-        x: str,
-        scope: dict[str, int],
-        where: Where,
-        **extra: Any,
-    ) -> str:
-        for i, (layer, name) in enumerate(zip(layers, names, strict=True)):
-            full = f"{prefix}{name}"
-            if layer.op == "add":
-                raise SpecError(
-                    f"{full}: add joins a block's shortcut to its branch, so it belongs in a "
-                    "block type's layers, not here",
-                    where(i),
-                )
-            x = self.layer(layer, full, x, scope, where.child(i), f"{full} ({layer.op})", **extra)
-        return x
 
     def layer(
         self,
-        layer: Layer,
+        template: LayerTemplate,
         name: str,
         x: str,
         scope: dict[str, int],
-        where: Where,
         what: str,
-        stride_scale: int = 1,
-        **extra: Any,
+        role: str,
+        block: str | None = None,
     ) -> str:
-        """Add one spec layer reading `x`; `stride_scale` applies a block's stride to it."""
-        attrs = layer_attrs(layer, scope, where, what, self.graph.nodes[x]["shape"][0])
-        if stride_scale != 1:
-            attrs["stride"] *= stride_scale
-        return self.add(name, layer.op, attrs, [x], where(), what, **extra)
+        """Evaluate one template over `scope` into a node reading `x`."""
+        attrs = concrete(template.attrs, scope, template.fields.get, what)
+        return self.add(name, template.op, attrs, [x], template.loc, what, role, block)
 
-    def build(self) -> nx.DiGraph:
+    def layers(self, layers: list[Layer], names: list[str], x: str, where: Where, role: str) -> str:
+        """Stem or head layers: concrete, named as written."""
+        _refuse_add(layers, names, where)
+        for template in templates(layers, names, self.channels(x), where):
+            what = f"{template.name} ({template.op})"
+            x = self.layer(template, template.name, x, self.plan.params, what, role)
+        return x
+
+    def build(self) -> Network:
         spec = self.plan.spec
         root = self.plan.where
         inp = spec.input
-        self.graph.add_node(
+        self.nodes[INPUT] = Node(
             INPUT,
-            op="input",
-            attrs={},
-            inputs=[],
-            in_shapes=[],
-            shape=(inp.channels, inp.height, inp.width),
-            loc=root("input"),
+            "input",
+            NoAttrs(),
+            (),
+            (),
+            (inp.channels, inp.height, inp.width),
+            root("input"),
+            "input",
         )
         head_names = ["avgpool", "flatten", spec.head.name]
         stage_names = [s.name for s in self.plan.stages]
@@ -149,35 +165,30 @@ class _GraphBuilder:
         head_layers = layer_names(
             spec.head.layers, where.child("layers"), "head", taken | set(stem_names)
         )
-        x = self.layers(
-            spec.stem, stem_names, "", INPUT, self.plan.params, root.child("stem"), role="stem"
-        )
-        blocks: dict[str, BlockInstance] = {}
-        stages: list[tuple[str, list[str]]] = []
+        x = self.layers(spec.stem, stem_names, INPUT, root.child("stem"), "stem")
+        blocks: dict[str, Block] = {}
+        stages: list[Stage] = []
         for stage in self.plan.stages:
-            for block in stage.blocks:
-                x, blocks[block.name] = self.block(block, x, stage.name)
-            stages.append((stage.name, [b.name for b in stage.blocks]))
-        x = self.layers(
-            spec.head.layers,
-            head_layers,
-            "",
-            x,
-            self.plan.params,
-            where.child("layers"),
-            role="head",
-        )
+            for plan in stage.blocks:
+                x, blocks[plan.name] = self.block(plan, x, stage.name)
+            stages.append(
+                Stage(stage.name, tuple(b.name for b in stage.blocks), stage.where("name"))
+            )
+        x = self.layers(spec.head.layers, head_layers, x, where.child("layers"), "head")
         self.head(x, where)
-        self.graph.graph.update(
-            spec=spec,
-            plan=self.plan,
+        return Network(
+            name=spec.name,
+            description=spec.description,
+            nodes=self.nodes,
+            stem=tuple(stem_names),
+            stages=tuple(stages),
             blocks=blocks,
-            stages=stages,
-            stem=stem_names,
-            head=head_layers,
+            head_layers=tuple(head_layers),
+            head_kind=spec.head.kind,
             output=spec.head.name,
+            classes=self.plan.classes,
+            zero_init_residual=spec.init.zero_init_residual,
         )
-        return self.graph
 
     def head(self, x: str, where: Where) -> None:
         """Pool and classify: globally (fc), or fully convolutionally (fcn) for any input size."""
@@ -185,20 +196,15 @@ class _GraphBuilder:
         classes = self.plan.classes
         if head.kind == "fc":
             x = self.add(
-                "avgpool", "global_avgpool", {}, [x], where("pool"), "head avgpool", role="head"
+                "avgpool", "global_avgpool", NoAttrs(), [x], where("pool"), "head avgpool", "head"
             )
-            x = self.add("flatten", "flatten", {}, [x], where(), "head flatten", role="head")
+            x = self.add("flatten", "flatten", NoAttrs(), [x], where(), "head flatten", "head")
+            classifier = LinearAttrs(out=classes, bias=True)
             self.add(
-                head.name,
-                "linear",
-                {"out": classes, "bias": True},
-                [x],
-                where("classes"),
-                f"head {head.name}",
-                role="head",
+                head.name, "linear", classifier, [x], where("classes"), f"head {head.name}", "head"
             )
             return
-        _, h, w = self.graph.nodes[x]["shape"]
+        _, h, w = self.nodes[x].shape
         if head.window is None and h != w:
             raise SpecError(
                 f"head: the final feature map is {h}x{w}, not square; set "
@@ -210,27 +216,12 @@ class _GraphBuilder:
             if head.window is None
             else evaluate(head.window, self.plan.params, where("window"), "head.window")
         )
-        pool = {
-            "kernel": window,
-            "stride": 1,
-            "padding": 0,
-            "ceil_mode": False,
-            "count_include_pad": True,
-        }
-        x = self.add("avgpool", "avgpool", pool, [x], where("window"), "head avgpool", role="head")
-        classifier = {
-            "out": classes,
-            "kernel": 1,
-            "stride": 1,
-            "padding": 0,
-            "groups": 1,
-            "bias": True,
-        }
-        self.add(
-            head.name, "conv", classifier, [x], where("classes"), f"head {head.name}", role="head"
-        )
+        pool = PoolAttrs(kernel=window, stride=1, padding=0)
+        x = self.add("avgpool", "avgpool", pool, [x], where("window"), "head avgpool", "head")
+        conv = ConvAttrs(out=classes, kernel=1, stride=1, padding=0, groups=1, bias=True)
+        self.add(head.name, "conv", conv, [x], where("classes"), f"head {head.name}", "head")
 
-    def block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, BlockInstance]:
+    def block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, Block]:
         try:
             return self._block(plan, x, stage)
         except SpecError as exc:
@@ -241,7 +232,11 @@ class _GraphBuilder:
                 f"{exc.message} (in the built-in block type {plan.source.name!r})", plan.where()
             ) from None
 
-    def _block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, BlockInstance]:
+    def template(self, plan: BlockPlan) -> BlockTemplate:
+        """The block type resolved with its stride placed; one per (type, stride_on)."""
+        key = (id(plan.source), plan.stride_on)
+        if key in self.block_templates:
+            return self.block_templates[key]
         block_type = plan.source.block_type
         where = plan.source.where.child("layers")
         layers = block_type.layers
@@ -254,96 +249,97 @@ class _GraphBuilder:
             )
         names = layer_names(layers, where, f"block type {plan.source.name!r}")
         split = adds[0] if adds else len(layers)
-        branch, post = list(range(split)), list(range(split + 1, len(layers)))
-        residual = bool(adds) and plan.shortcut.option != "none"
-        if plan.stride > 1 or plan.stride_on is not None:
-            self._check_stride_on(plan, names, branch, where)
-        if block_type.projection_from and block_type.projection_from not in [
-            names[i] for i in branch
-        ]:
+        if block_type.projection_from and block_type.projection_from not in names[:split]:
             raise SpecError(
                 f"{label}: projection_from names {block_type.projection_from!r}, which is not a "
                 "layer of the residual branch",
                 plan.source.where("projection_from"),
             )
+        branch = templates(layers[:split], names[:split], "in_channels", where, plan.stride_on)
+        last = branch[-1] if branch else None
+        channels = OPS[last.op].out_channels(last.attrs, last.channels) if last else "in_channels"
+        post = templates(layers[split + 1 :], names[split + 1 :], channels, where, offset=split + 1)
+        template = BlockTemplate(
+            type_name=plan.source.name,
+            description=block_type.description,
+            params=block_type.params,
+            let=block_type.let,
+            stride_on=plan.stride_on,
+            declared_stride_on=block_type.stride_on,
+            projection_from=block_type.projection_from,
+            branch=branch,
+            add=names[split] if adds else None,
+            post=post,
+            loc=plan.source.where(),
+        )
+        self.block_templates[key] = template
+        return template
 
-        in_shape = self.graph.nodes[x]["shape"]
-        scope = {"in_channels": in_shape[0], "width": plan.width, **plan.params}
+    def _block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, Block]:
+        block_type = plan.source.block_type
+        label = f"{plan.name} ({plan.source.name})"
+        template = self.template(plan)
+        if plan.stride > 1 or plan.stride_on is not None:
+            self._check_stride_on(plan, template)
+        residual = template.add is not None and plan.shortcut.option != "none"
+        in_channels = self.channels(x)
+        scope = {"in_channels": in_channels, "width": plan.width, **plan.params}
         for name, value in block_type.let.items():
             scope[name] = evaluate(value, scope, plan.source.where("let", name), f"{label}: {name}")
         prefix = f"{plan.name}."
+        first = len(self.nodes)
         y = x
-        projection_source = x
+        source: str | None = None
+        source_node = x
         strides: list[int] = []
-        zero_bn: str | None = None
-        for i in branch:
-            layer, name = layers[i], names[i]
-            scale = plan.stride if name == plan.stride_on else 1
+        residual_bn: str | None = None
+        for layer in template.branch:
+            scaled = layer.name == plan.stride_on
+            here = scope | {SCALED_BY_BLOCK: plan.stride} if scaled else scope
             y = self.layer(
-                layer,
-                prefix + name,
-                y,
-                scope,
-                where.child(i),
-                f"{label}: {name}",
-                scale,
-                block=plan.name,
-                role="branch",
+                layer, prefix + layer.name, y, here, f"{label}: {layer.name}", "branch", plan.name
             )
-            strides.append(self.graph.nodes[y]["attrs"].get("stride", 1))
-            if name == block_type.projection_from:
-                projection_source, strides = y, []  # a projection only repeats later strides
+            strides.append(getattr(self.nodes[y].attrs, "stride", 1))
+            if layer.name == template.projection_from:
+                source, source_node, strides = (
+                    layer.name,
+                    y,
+                    [],
+                )  # a projection repeats later strides
             if layer.op == "bn":
-                zero_bn = y
-        shortcut, shortcut_attrs = "none", {}
+                residual_bn = y
+        shortcut = Shortcut("none")
         if residual:
-            stride = math.prod(strides)
-            sc, shortcut, shortcut_attrs = self.shortcut(
-                plan, x, projection_source, y, stride, label
-            )
+            sc, shortcut = self.shortcut(plan, x, source, source_node, y, math.prod(strides), label)
+            assert template.add is not None
+            add_loc = plan.source.where("layers", len(template.branch))
+            what = f"{label}: add"
             y = self.add(
-                prefix + names[split],
-                "add",
-                {},
-                [y, sc],
-                where(split),
-                f"{label}: add",
-                block=plan.name,
-                role="add",
+                prefix + template.add, "add", NoAttrs(), [y, sc], add_loc, what, "add", plan.name
             )
-            if zero_bn is not None:
-                self.graph.nodes[zero_bn]["residual_bn"] = True
-        for i in post:
+        else:
+            residual_bn = None
+        for layer in template.post:
             y = self.layer(
-                layers[i],
-                prefix + names[i],
-                y,
-                scope,
-                where.child(i),
-                f"{label}: {names[i]}",
-                block=plan.name,
-                role="post",
+                layer, prefix + layer.name, y, scope, f"{label}: {layer.name}", "post", plan.name
             )
-        instance = BlockInstance(
-            plan.name,
-            stage,
-            plan.source.name,
-            in_shape[0],
-            self.graph.nodes[y]["shape"][0],
-            plan.width,
-            plan.stride,
-            plan.params,
-            plan.stride_on,
-            shortcut,
-            shortcut_attrs,
-            [names[i] for i in (*branch, *post)],
-            plan.where(),
+        block = Block(
+            name=plan.name,
+            stage=stage,
+            template=template,
+            in_channels=in_channels,
+            out_channels=self.channels(y),
+            width=plan.width,
+            stride=plan.stride,
+            params=plan.params,
+            shortcut=shortcut,
+            residual_bn=residual_bn,
+            nodes=tuple(list(self.nodes)[first:]),
+            loc=plan.where(),
         )
-        return y, instance
+        return y, block
 
-    def _check_stride_on(
-        self, plan: BlockPlan, names: list[str], branch: list[int], where: Where
-    ) -> None:
+    def _check_stride_on(self, plan: BlockPlan, template: BlockTemplate) -> None:
         label = f"{plan.name} ({plan.source.name})"
         if plan.stride_on is None:
             raise SpecError(
@@ -351,82 +347,131 @@ class _GraphBuilder:
                 "has no stride_on layer to carry it; set stride_on",
                 plan.where("stride"),
             )
-        layers = plan.source.block_type.layers
-        for i in branch:
-            if names[i] == plan.stride_on:
-                if layers[i].op in ("conv", "maxpool", "avgpool"):
+        for layer in template.branch:
+            if layer.name == plan.stride_on:
+                if hasattr(layer.attrs, "stride"):
                     return
                 raise SpecError(
-                    f"{label}: stride_on names {plan.stride_on!r}, a {layers[i].op} "
+                    f"{label}: stride_on names {plan.stride_on!r}, a {layer.op} "
                     "layer, which has no stride",
-                    plan.stride_on_where or where(i),
+                    plan.stride_on_where or layer.loc,
                 )
+        names = ", ".join(layer.name for layer in template.branch)
         raise SpecError(
             f"{label}: stride_on names {plan.stride_on!r}, which is not a layer of the "
-            f"residual branch (layers: {', '.join(names[i] for i in branch)})",
+            f"residual branch (layers: {names})",
             plan.stride_on_where or plan.where("stride"),
         )
 
     def shortcut(
-        self, plan: BlockPlan, x: str, source: str, y: str, stride: int, label: str
-    ) -> tuple[str, str, dict[str, Any]]:
+        self,
+        plan: BlockPlan,
+        x: str,
+        source: str | None,
+        source_node: str,
+        y: str,
+        stride: int,
+        label: str,
+    ) -> tuple[str, Shortcut]:
         """The shortcut joining block input `x` to branch output `y`.
 
-        Identity reads `x`; a downsample module (zero padding or projection) reads `source`,
-        the block input or its `projection_from` layer's output.
+        Identity reads `x`; a downsample module (zero padding or projection) reads
+        `source_node`: the block input, or its `projection_from` layer's output.
         """
-        in_shape, out_shape = self.graph.nodes[x]["shape"], self.graph.nodes[y]["shape"]
+        in_shape, out_shape = self.nodes[x].shape, self.nodes[y].shape
         option = plan.shortcut.option
         where = plan.shortcut_where
-        changes = in_shape != out_shape
-        if option == "A" and changes:
-            in_shape = self.graph.nodes[source]["shape"]
-            extra = out_shape[0] - in_shape[0]
+        reads = self.channels(source_node)
+        if option == "A" and in_shape != out_shape:
+            extra = out_shape[0] - reads
             if extra < 0:
                 raise SpecError(
-                    f"{label}: option A pads channels with zeros, so it cannot take {in_shape[0]} "
+                    f"{label}: option A pads channels with zeros, so it cannot take {reads} "
                     f"channels down to {out_shape[0]}; use shortcut B or C",
                     where("option"),
                 )
             before = extra // 2 if plan.shortcut.zero_pad == "split" else 0
-            attrs = {"stride": stride, "pad_before": before, "pad_after": extra - before}
+            attrs = ZeroPadAttrs(stride, before, extra - before)
             node = self.add(
                 f"{plan.name}.downsample",
                 "zero_pad",
                 attrs,
-                [source],
+                [source_node],
                 where("option"),
                 f"{label}: shortcut (option A)",
-                block=plan.name,
-                role="shortcut",
+                "shortcut",
+                plan.name,
             )
-            return node, "zero_pad", attrs
-        if not changes and option != "C":
-            return x, "identity", {}
-        channels = self.graph.nodes[source]["shape"][0]
-        scope = {"in_channels": channels, "out_channels": out_shape[0], "stride": stride}
-        layers = plan.shortcut.projection
-        node = self.layers(
-            layers,
-            [str(i) for i in range(len(layers))],
-            f"{plan.name}.downsample.",
-            source,
-            scope,
-            where.child("projection"),
-            block=plan.name,
-            role="shortcut",
-        )
-        channels = self.graph.nodes[node]["shape"][0]
-        if channels != out_shape[0]:
+            return node, Shortcut(
+                "zero_pad", source, reads, out_shape[0], stride, before, extra - before
+            )
+        if in_shape == out_shape and option != "C":
+            return x, Shortcut("identity")
+        projection = self.projection(plan.shortcut, where, f"{plan.name}.downsample.")
+        scope = {"in_channels": reads, "out_channels": out_shape[0], "stride": stride}
+        node = source_node
+        for layer in projection.layers:
+            name = f"{plan.name}.downsample.{layer.name}"
+            node = self.layer(
+                layer, name, node, scope, f"{name} ({layer.op})", "shortcut", plan.name
+            )
+        if self.channels(node) != out_shape[0]:
             raise SpecError(
-                f"{label}: the projection shortcut gives {channels} channels but the "
+                f"{label}: the projection shortcut gives {self.channels(node)} channels but the "
                 f"residual branch gives {out_shape[0]}; end the projection with a layer "
                 "of out: out_channels",
                 where("projection"),
             )
-        return node, "projection", {"stride": stride}
+        return node, Shortcut(
+            "projection", source, reads, out_shape[0], stride, projection=projection
+        )
+
+    def projection(self, policy: ShortcutPolicy, where: Where, prefix: str) -> ProjectionTemplate:
+        """A projection's layers resolved once per shortcut policy; `prefix` names its nodes."""
+        if id(policy) not in self.projections:
+            layers = policy.projection
+            names = [str(i) for i in range(len(layers))]
+            _refuse_add(layers, [prefix + name for name in names], where.child("projection"))
+            self.projections[id(policy)] = ProjectionTemplate(
+                templates(layers, names, "in_channels", where.child("projection"))
+            )
+        return self.projections[id(policy)]
 
 
-def build_graph(plan: Plan) -> nx.DiGraph:
-    """The graph of a plan, every node carrying op, attrs, inputs, shape and source location."""
-    return _GraphBuilder(plan).build()
+def build_network(plan: Plan) -> Network:
+    """The IR of a plan: every node with its op, typed attributes, inputs, shape and location."""
+    return _Builder(plan).build()
+
+
+def to_networkx(network: Network) -> nx.DiGraph:
+    """The IR as a networkx graph, for graph algorithms, drawing and reports."""
+    graph = nx.DiGraph(name=network.name)
+    for node in network.nodes.values():
+        graph.add_node(
+            node.name,
+            node=node,
+            op=node.op,
+            attrs=dataclasses.asdict(node.attrs),
+            inputs=list(node.inputs),
+            in_shapes=list(node.in_shapes),
+            shape=node.shape,
+            loc=node.loc,
+            role=node.role,
+            params=node.params,
+            macs=node.macs,
+            **({"block": node.block} if node.block else {}),
+        )
+        for source in node.inputs:
+            graph.add_edge(source, node.name, shape=network.nodes[source].shape)
+    graph.graph.update(
+        network=network,
+        name=network.name,
+        params=network.params,
+        macs=network.macs,
+        output=network.output,
+        blocks=network.blocks,
+        stages=[(stage.name, list(stage.blocks)) for stage in network.stages],
+        stem=list(network.stem),
+        head=list(network.head_layers),
+    )
+    return graph

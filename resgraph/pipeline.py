@@ -15,21 +15,23 @@ from pydantic import ValidationError
 
 from resgraph.errors import SpecError
 from resgraph.expand import DEFAULT_MAX_NODES, Plan, expand
-from resgraph.graph import build_graph
+from resgraph.graph import build_network, to_networkx
+from resgraph.ir import Network
 from resgraph.load import Document, apply_overrides, load_spec
-from resgraph.passes import cost
+from resgraph.passes import cost, fold
 from resgraph.spec import Spec, all_field_names
 
 
 @dataclass(frozen=True)
 class Compiled:
-    """A checked network: its source document, spec, plan and annotated graph."""
+    """A checked network: its source document, spec, plan, the annotated IR and its graph."""
 
     path: Path
     doc: Document
     spec: Spec
     plan: Plan
-    graph: nx.DiGraph
+    network: Network
+    graph: nx.DiGraph  # the IR as a networkx graph, for graph algorithms, drawing and reports
 
     @property
     def content_hash(self) -> str:
@@ -102,6 +104,5 @@ def compile_spec(
     doc = apply_overrides(load_spec(path), overrides, fields=Spec.model_fields)
     spec = to_spec(doc)
     plan = expand(spec, doc, max_nodes)
-    graph = build_graph(plan)
-    cost.annotate(graph)
-    return Compiled(path, doc, spec, plan, graph)
+    network = fold.annotate(cost.annotate(build_network(plan)))
+    return Compiled(path, doc, spec, plan, network, to_networkx(network))

@@ -23,16 +23,16 @@ import annotated_types
 from pydantic import AfterValidator, BaseModel, PlainValidator
 from pydantic.fields import FieldInfo
 
-from resgraph import expr, load, spec
+from resgraph import expr, language, load, spec
 from resgraph.expand import DEFAULT_MAX_NODES, library
 
 COMMAND = "python -m resgraph.reference > docs/reference.md"
 
 # Validators that give a plain type its meaning in the language.
 _VALIDATED_TYPES = {
-    spec._check_param_name: "parameter name",
-    spec._check_name: "name",
-    spec._int_expr: "integer or expression",
+    language._check_param_name: "parameter name",
+    language._check_name: "name",
+    language._int_expr: "integer or expression",
 }
 _OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%"}
 
@@ -261,7 +261,7 @@ def _model_block(model: type[BaseModel], level: int, title: str | None = None) -
 def _doc(model: type[BaseModel]) -> str:
     """The model's docstring, or the nearest spec model's it derives from (AvgPool: Pool's)."""
     for cls in model.__mro__:
-        if cls is spec.Model or not issubclass(cls, spec.Model):
+        if cls is language.Model or not issubclass(cls, language.Model):
             break
         if text := cls.__dict__.get("__doc__"):
             return " ".join(text.split())

@@ -6,238 +6,36 @@ an int, or a whitelisted expression string evaluated later by `resgraph.expr`.
 
 from __future__ import annotations
 
-import keyword
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    WithJsonSchema,
-    model_validator,
+from pydantic import ConfigDict, Field, create_model, model_validator
+
+from resgraph.language import (  # noqa: F401  (re-exported: the language's limits and types)
+    MAX_BLOCKS,
+    MAX_SIZE,
+    RESERVED_NAMES,
+    IntExpr,
+    Model,
+    Name,
+    ParamName,
+    _short_form,
 )
-
-from resgraph import expr
-
-MAX_SIZE = 1 << 16  # channels, spatial sizes, classes: far beyond any real network
-MAX_BLOCKS = 1 << 20
-RESERVED_NAMES = frozenset(
-    {
-        "self",
-        "x",
-        "out",
-        "identity",
-        "nn",
-        "torch",
-        "super",
-        "in_channels",
-        "out_channels",
-        "width",
-        "stride",
-        "downsample",
-        "num_classes",
-    }
-)
-
-
-def _check_name(value: str) -> str:
-    if not value.isidentifier() or not value.isascii() or keyword.iskeyword(value):
-        raise ValueError(
-            f"{value!r} is not a valid name: use letters, digits and _, not starting with a digit"
-        )
-    if len(value) > 64:
-        raise ValueError("names are limited to 64 characters")
-    return value
-
-
-Name = Annotated[str, Field(max_length=64), AfterValidator(_check_name)]
-
-
-def _check_param_name(value: str) -> str:
-    if value in RESERVED_NAMES:
-        raise ValueError(f"{value!r} is reserved; choose another parameter name")
-    return value
-
-
-ParamName = Annotated[Name, AfterValidator(_check_param_name)]
-
-
-def _int_expr(value: Any) -> int | str:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"expected an integer or an expression such as '2 * n', got {value!r}")
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
-        try:
-            expr.parse(text)
-        except expr.ExprError as exc:
-            raise ValueError(str(exc)) from None
-        return text
-    if abs(value) > expr.MAX_MAGNITUDE:
-        raise ValueError(f"{value:,} is too large")
-    return value
-
-
-IntExpr = Annotated[
-    int | str,
-    PlainValidator(_int_expr),
-    WithJsonSchema(
-        {"anyOf": [{"type": "integer"}, {"type": "string", "description": "an integer expression"}]}
-    ),
-]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _short_form(field_name: str) -> Any:
-    """Let `key: B` stand for `key: {field_name: B}` in YAML; the schema accepts both."""
-
-    def before(cls: type[Model], data: Any) -> Any:
-        return {field_name: data} if isinstance(data, str) else data
-
-    return model_validator(mode="before")(classmethod(before))
-
+from resgraph.ops import LANGUAGE
+from resgraph.ops.bn import BatchNorm
+from resgraph.ops.conv import Conv
 
 # ---------------------------------------------------------------- layers
 
-
-LAYER_NAME_HELP = (
-    "The layer's name; by default its op, numbered when a list has several (`relu1`, `relu2`). "
-    "Unique in its list."
-)
+OPS: dict[str, type[Model]] = {name: op.language for name, op in LANGUAGE.items()}  # type: ignore[misc]
 
 
-class Conv(Model):
-    """2-D convolution; padding defaults to (kernel - 1) // 2, 'same' for odd kernels."""
-
-    name: Name | None = Field(
-        None,
-        description=LAYER_NAME_HELP,
-    )
-    out: IntExpr = Field(description="Output channels.")
-    kernel: IntExpr = Field(description="Kernel size (square).")
-    stride: IntExpr = Field(
-        1,
-        description=(
-            "Stride; in a downsampling block the `stride_on` layer's stride is multiplied by the "
-            "block's."
-        ),
-    )
-    padding: IntExpr | None = Field(
-        None, description="Zero padding on each side; none means (kernel - 1) // 2."
-    )
-    groups: IntExpr = Field(
-        1, description="Grouped convolution; must divide both input and output channels."
-    )
-    bias: bool = Field(False, description="Add a bias (no bias by default: a BN follows).")
-
-
-class BatchNorm(Model):
-    """Batch normalisation over channels."""
-
-    name: Name | None = Field(
-        None,
-        description=LAYER_NAME_HELP,
-    )
-    eps: float = Field(1e-5, gt=0, lt=1, description="Added to the variance.")
-    momentum: float = Field(
-        0.1, gt=0, lt=1, description="Running statistics' update rate, as in PyTorch."
-    )
-
-
-class ReLU(Model):
-    """Rectified linear unit."""
-
-    name: Name | None = Field(
-        None,
-        description=LAYER_NAME_HELP,
-    )
-
-
-class Pool(Model):
-    """Max or average pooling; stride defaults to the kernel, padding to (kernel - 1) // 2."""
-
-    name: Name | None = Field(
-        None,
-        description=LAYER_NAME_HELP,
-    )
-    kernel: IntExpr = Field(description="Window size (square).")
-    stride: IntExpr | None = Field(None, description="Stride; none means the kernel size.")
-    padding: IntExpr | None = Field(
-        None, description="Padding on each side; none means (kernel - 1) // 2."
-    )
-    ceil_mode: bool = Field(False, description="Round output sizes up, as PyTorch's `ceil_mode`.")
-
-
-class AvgPool(Pool):
-    count_include_pad: bool = Field(
-        True, description="Count padded positions in the average, as PyTorch's `count_include_pad`."
-    )
-
-
-class Linear(Model):
-    """Fully-connected layer on a flattened input."""
-
-    name: Name | None = Field(
-        None,
-        description=LAYER_NAME_HELP,
-    )
-    out: IntExpr = Field(description="Output features.")
-    bias: bool = Field(True, description="Add a bias.")
-
-
-class Add(Model):
-    """The residual addition: where the shortcut joins the branch inside a block."""
-
-    name: Name | None = Field(
-        None,
-        description=LAYER_NAME_HELP,
-    )
-
-
-class SqueezeExcite(Model):
-    """Squeeze-and-excitation (Hu et al. 2018): channel gates from a 2-layer bottleneck MLP."""
-
-    name: Name | None = Field(
-        None,
-        description=LAYER_NAME_HELP,
-    )
-    reduction: IntExpr = Field(16, description="Hidden units are channels // reduction.")
-
-
-OPS: dict[str, type[Model]] = {
-    "conv": Conv,
-    "bn": BatchNorm,
-    "relu": ReLU,
-    "maxpool": Pool,
-    "avgpool": AvgPool,
-    "linear": Linear,
-    "add": Add,
-    "se": SqueezeExcite,
-}
-
-
-class Layer(Model):
+class _LayerBase(Model):
     """One op, written as a single-key mapping (`- conv: {out: 64, kernel: 7}`) or a bare name."""
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, json_schema_extra={"minProperties": 1, "maxProperties": 1}
     )
-
-    conv: Conv | None = None
-    bn: BatchNorm | None = None
-    relu: ReLU | None = None
-    maxpool: Pool | None = None
-    avgpool: AvgPool | None = None
-    linear: Linear | None = None
-    add: Add | None = None
-    se: SqueezeExcite | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -258,9 +56,19 @@ class Layer(Model):
         return next(op for op in OPS if getattr(self, op) is not None)
 
     @property
-    def args(self) -> Model:
+    def args(self) -> Any:
         """The op's settings."""
         return getattr(self, self.op)
+
+
+# One optional field per op of resgraph.ops: the language grows with the op registry.
+Layer = create_model(
+    "Layer",
+    __base__=_LayerBase,
+    __module__=__name__,
+    __doc__=_LayerBase.__doc__,
+    **{name: (model | None, None) for name, model in OPS.items()},  # type: ignore[call-overload]
+)
 
 
 # ---------------------------------------------------------------- blocks and shortcuts

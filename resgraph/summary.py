@@ -7,7 +7,7 @@ from typing import Any
 import networkx as nx
 
 from resgraph.graph import INPUT
-from resgraph.passes.shapes import fmt
+from resgraph.ops.base import fmt
 
 
 def layer_rows(graph: nx.DiGraph) -> list[dict[str, Any]]:
@@ -29,7 +29,7 @@ def layer_rows(graph: nx.DiGraph) -> list[dict[str, Any]]:
 def summary_dict(graph: nx.DiGraph) -> dict[str, Any]:
     """The `summary --json` contract: name, params, macs, shapes and the layers."""
     return {
-        "name": graph.graph["spec"].name,
+        "name": graph.graph["name"],
         "params": graph.graph["params"],
         "macs": graph.graph["macs"],
         "input_shape": list(graph.nodes[INPUT]["shape"]),
@@ -55,12 +55,11 @@ def summary_text(graph: nx.DiGraph) -> str:
         return "  ".join(left + right).rstrip()
 
     rule = "-" * len(line(header))
-    spec = graph.graph["spec"]
     total = (
         f"{graph.graph['params']:,} params, {graph.graph['macs']:,} MACs "
         f"({graph.graph['macs'] / 1e9:.2f} GMACs)"
     )
-    out = [f"{spec.name}: input {fmt(graph.nodes[INPUT]['shape'])}", line(header), rule]
+    out = [f"{graph.graph['name']}: input {fmt(graph.nodes[INPUT]['shape'])}", line(header), rule]
     out += [line(row) for row in rows]
     out += [rule, f"total: {total}, {len(graph.graph['blocks'])} blocks, {len(rows)} layers"]
     return "\n".join(out)

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from resgraph.backends.onnx_weights import Weights, he_init
-from resgraph.spec import Init
 
 FP32_TOLERANCE = 1e-4  # max abs difference allowed between onnxruntime and the reference
 
@@ -94,14 +93,16 @@ def trained_like_weights(graph: nx.DiGraph, seed: int) -> Weights:
     Running stats of 0/1 would let a folding or BN bug pass unseen; scaling each residual
     branch's last BN by 1/sqrt(blocks) keeps even 1202 layers' activations near 1.
     """
-    weights = he_init(graph, Init(), seed)
+    network = graph.graph["network"]
+    weights = he_init(network, seed)
     rng = np.random.default_rng(seed + 1)
-    blocks = sum(1 for _, node in graph.nodes(data=True) if node.get("residual_bn"))
+    residual = {b.residual_bn for b in network.blocks.values() if b.residual} - {None}
+    blocks = len(residual)
     for name, node in graph.nodes(data=True):
         if node["op"] != "bn":
             continue
         c = node["shape"][0]
-        gain = 1 / np.sqrt(blocks) if node.get("residual_bn") else 1.0
+        gain = 1 / np.sqrt(blocks) if name in residual else 1.0
         weights[f"{name}.weight"] = (rng.uniform(0.5, 1.5, c) * gain).astype(np.float32)
         weights[f"{name}.bias"] = rng.normal(0.0, 0.1, c).astype(np.float32)
         weights[f"{name}.running_mean"] = rng.normal(0.0, 0.1, c).astype(np.float32)

@@ -282,7 +282,7 @@ def check(path: Path, sets: list[str], backend: Options | None) -> None:
             if compiled.graph.graph["params"] <= ONNX_PARAMS:  # the second backend, kept cheap
                 emit(
                     compiled,
-                    he_init(compiled.graph, compiled.spec.init, 0),
+                    he_init(compiled.network, 0),
                     fold_bn=backend.fold_bn,
                 )
                 event("onnx")

@@ -96,7 +96,7 @@ def test_missing_extra_and_misshaped_keys_are_named(
 
 def test_long_lists_of_keys_are_cut_short(r20: Compiled, tmp_path: Path) -> None:
     message = _compile_error(r20, {"conv1.weight": torch.zeros(16, 3, 3, 3)}, tmp_path)
-    missing = len(expected_shapes(r20.graph)) - 1
+    missing = len(expected_shapes(r20.network)) - 1
     assert message == (
         "weights do not fit the network: missing bn1.weight, bn1.bias, bn1.running_mean, "
         f"bn1.running_var, bn1.num_batches_tracked and {missing - 5} more"
@@ -125,7 +125,7 @@ def test_unreadable_weights_are_spec_errors(
 
 
 def test_values_that_are_not_tensors_are_named(r20: Compiled, tmp_path: Path) -> None:
-    state = _tensors(he_init(r20.graph, r20.spec.init, 0))
+    state = _tensors(he_init(r20.network, 0))
     state["fc.bias"] = [0.0] * 10
     message = _compile_error(r20, state, tmp_path)
     assert message == "weights that are not tensors: fc.bias"
@@ -142,13 +142,13 @@ def test_he_init_is_seeded_and_follows_torchvision(write_spec: Callable[[str], P
     spec = f"extends: {resnet18}\nname: r18z\ninit: {{zero_init_residual: true}}\n"
     compiled = compile_spec(write_spec(spec))
     a, b = (
-        he_init(compiled.graph, compiled.spec.init, 1),
-        he_init(compiled.graph, compiled.spec.init, 1),
+        he_init(compiled.network, 1),
+        he_init(compiled.network, 1),
     )
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    other = he_init(compiled.graph, compiled.spec.init, 2)
+    other = he_init(compiled.network, 2)
     assert not np.array_equal(a["conv1.weight"], other["conv1.weight"])
-    assert {k: v.shape for k, v in a.items()} == expected_shapes(compiled.graph)
+    assert {k: v.shape for k, v in a.items()} == expected_shapes(compiled.network)
     weight = a["layer4.0.conv2.weight"]  # He normal, fan_out = 512 * 3 * 3
     assert weight.std() == pytest.approx(np.sqrt(2 / (512 * 9)), rel=0.01)
     assert np.abs(a["fc.weight"]).max() <= 1 / np.sqrt(512)

@@ -34,7 +34,7 @@ NATIVE_OPS = {
 
 
 def _model(compiled: Compiled, **options: object) -> onnx.ModelProto:
-    return build_model(compiled, he_init(compiled.graph, compiled.spec.init, 0), **options)
+    return build_model(compiled, he_init(compiled.network, 0), **options)
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:

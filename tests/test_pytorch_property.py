@@ -397,7 +397,7 @@ def test_module_agrees_with_the_graph(spec: dict[str, Any], channels_last: bool)
         return
     event("compiled")
     for instance in compiled.graph.graph["blocks"].values():
-        event(f"block {instance.type_name}, shortcut {instance.shortcut}")
+        event(f"block {instance.template.type_name}, shortcut {instance.shortcut.kind}")
     check_module(spec, compiled, channels_last)
 
 

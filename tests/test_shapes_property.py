@@ -368,7 +368,7 @@ def check_blocks(spec: dict[str, Any], graph: nx.DiGraph) -> None:
             residual = policy != "none" and has_add
             assert len(adds) == int(residual)
             if not residual:
-                assert instance.shortcut == "none" and not projections
+                assert instance.shortcut.kind == "none" and not projections
                 continue
             add = graph.nodes[adds[0]]
             block_input = graph.nodes[names[0]]["inputs"][0]
@@ -376,15 +376,15 @@ def check_blocks(spec: dict[str, Any], graph: nx.DiGraph) -> None:
             # A downsample reads the block input, or a pre-activation unit's projection_from.
             source = f"{instance.name}.{projection_from}" if projection_from else block_input
             if policy == "C" or (policy == "B" and changes):
-                assert instance.shortcut == "projection"
+                assert instance.shortcut.kind == "projection"
                 assert projections == [f"{instance.name}.downsample.{k}" for k in range(depth)]
                 assert graph.nodes[projections[0]]["inputs"] == [source]
                 assert add["inputs"][1] == projections[-1]
             elif policy == "A" and changes:
-                assert instance.shortcut == "zero_pad" and not projections
+                assert instance.shortcut.kind == "zero_pad" and not projections
                 assert graph.nodes[add["inputs"][1]]["inputs"] == [source]
             else:
-                assert instance.shortcut == "identity" and not projections
+                assert instance.shortcut.kind == "identity" and not projections
                 assert add["inputs"][1] == block_input
 
 
@@ -404,7 +404,7 @@ def test_random_specs_compile_or_fail_with_a_located_spec_error(spec: dict[str, 
     event("compiled")
     graph = compiled.graph
     for instance in graph.graph["blocks"].values():
-        event(f"block {instance.type_name}, shortcut {instance.shortcut}")
+        event(f"block {instance.template.type_name}, shortcut {instance.shortcut.kind}")
     for op in {d["op"] for _, d in graph.nodes(data=True)}:
         event(f"op {op}")
     if any(d["op"] == "conv" and d["attrs"]["groups"] > 1 for _, d in graph.nodes(data=True)):

@@ -7,99 +7,52 @@ only to read a weights file; everything else here is numpy.
 
 from __future__ import annotations
 
-import math
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 import numpy as np
 
 from resgraph.errors import Location, SpecError
-from resgraph.spec import Init
+from resgraph.ir import Network, Node
+from resgraph.ops import OPS
 
 Weights = dict[str, np.ndarray]
 Shapes = dict[str, tuple[int, ...]]
 
-BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 SHOWN = 5  # names listed per kind of mismatch before "and N more"
 
 
-def node_shapes(name: str, node: Mapping[str, Any]) -> Shapes:
+def node_shapes(node: Node) -> Shapes:
     """The state_dict keys of one node with their shapes (none for parameter-free ops)."""
-    op, attrs = node["op"], node["attrs"]
-    shapes: Shapes = {}
-    if op == "conv":
-        k = attrs["kernel"]
-        shapes[f"{name}.weight"] = (attrs["out"], node["in_shapes"][0][0] // attrs["groups"], k, k)
-    elif op == "linear":
-        shapes[f"{name}.weight"] = (attrs["out"], node["in_shapes"][0][0])
-    elif op == "bn":
-        shapes.update({f"{name}.{key}": node["shape"][:1] for key in BN_KEYS})
-        shapes[f"{name}.num_batches_tracked"] = ()
-    elif op == "se":  # two 1x1 convs with biases, as the generated SqueezeExcite holds them
-        c, hidden = node["shape"][0], attrs["hidden"]
-        shapes.update(
-            {
-                f"{name}.fc1.weight": (hidden, c, 1, 1),
-                f"{name}.fc1.bias": (hidden,),
-                f"{name}.fc2.weight": (c, hidden, 1, 1),
-                f"{name}.fc2.bias": (c,),
-            }
-        )
-    if attrs.get("bias"):
-        shapes[f"{name}.bias"] = (attrs["out"],)
-    return shapes
+    state = OPS[node.op].state(node.attrs, node.in_shape, node.shape)
+    return {f"{node.name}.{suffix}": shape for suffix, shape in state.items()}
 
 
-def expected_shapes(graph: nx.DiGraph) -> Shapes:
+def expected_shapes(network: Network) -> Shapes:
     """Every state_dict key of the generated module with its shape: what weights must hold."""
     shapes: Shapes = {}
-    for name, node in graph.nodes(data=True):
-        shapes.update(node_shapes(name, node))
+    for node in network.nodes.values():
+        shapes.update(node_shapes(node))
     return shapes
 
 
-def he_init(graph: nx.DiGraph, init: Init, seed: int) -> Weights:
-    """Fresh weights as torchvision initialises a ResNet, drawn by numpy from `seed`."""
+def he_init(network: Network, seed: int) -> Weights:
+    """Fresh weights as the generated module initialises itself, drawn by numpy from `seed`."""
     rng = np.random.default_rng(seed)
+    zeroed = (
+        {b.residual_bn for b in network.blocks.values() if b.residual}
+        if (network.zero_init_residual)
+        else set()
+    )
     weights: Weights = {}
-    for name, node in graph.nodes(data=True):
-        shapes = node_shapes(name, node)
-        if node["op"] == "bn":
-            zero = init.zero_init_residual and node.get("residual_bn", False)
-            weights.update({k: _bn_init(k.rsplit(".", 1)[1], s, zero) for k, s in shapes.items()})
-        elif node["op"] == "se":
-            for fc in ("fc1", "fc2"):
-                sub = {k: s for k, s in shapes.items() if k.startswith(f"{name}.{fc}.")}
-                weights.update(_layer_init(f"{name}.{fc}", "conv", sub, rng))
-                weights[f"{name}.{fc}.bias"] = np.zeros(sub[f"{name}.{fc}.bias"], np.float32)
-        elif shapes:
-            weights.update(_layer_init(name, node["op"], shapes, rng))
+    for node in network.nodes.values():
+        state = OPS[node.op].state(node.attrs, node.in_shape, node.shape)
+        if state:
+            values = OPS[node.op].initial(state, rng, zero=node.name in zeroed)
+            weights.update({f"{node.name}.{suffix}": v for suffix, v in values.items()})
     return weights
-
-
-def _layer_init(name: str, op: str, shapes: Shapes, rng: np.random.Generator) -> Weights:
-    """He normal (fan_out) conv weights; PyTorch's default U(+-1/sqrt(fan_in)) for the rest."""
-    weight = shapes[f"{name}.weight"]
-    bound = 1.0 / math.sqrt(math.prod(weight[1:]))
-    init: Weights = {}
-    for key, shape in shapes.items():
-        if op == "conv" and key.endswith(".weight"):
-            std = np.float32(math.sqrt(2.0 / (weight[0] * math.prod(weight[2:]))))
-            init[key] = rng.standard_normal(shape, dtype=np.float32) * std
-        else:
-            init[key] = rng.uniform(-bound, bound, shape).astype(np.float32)
-    return init
-
-
-def _bn_init(kind: str, shape: tuple[int, ...], zero: bool) -> np.ndarray:
-    """BN weight 1 (0 on a branch's last BN under zero_init_residual), bias 0, stats 0/1."""
-    if kind == "num_batches_tracked":
-        return np.zeros(shape, dtype=np.int64)
-    one = kind == "running_var" or (kind == "weight" and not zero)
-    return np.full(shape, 1.0 if one else 0.0, dtype=np.float32)
 
 
 def check_shapes(found: Mapping[str, tuple[int, ...]], expected: Shapes, where: Location) -> None:
@@ -129,7 +82,7 @@ def _listed(keys: list[str]) -> str:
     return ", ".join(keys[:SHOWN]) + more
 
 
-def load_weights(path: Path, graph: nx.DiGraph) -> Weights:
+def load_weights(path: Path, network: Network) -> Weights:
     """Read a state_dict (or a training checkpoint's "model" entry), checked against the graph."""
     import torch  # only a weights file needs torch
 
@@ -146,7 +99,7 @@ def load_weights(path: Path, graph: nx.DiGraph) -> Weights:
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise SpecError(f"weights that are not tensors: {_listed(not_tensors)}", where)
-    expected = expected_shapes(graph)
+    expected = expected_shapes(network)
     # A classifier trained as nn.Linear loads into the fcn head's 1x1 conv, as in PyTorch.
     state = {
         k: v[:, :, None, None] if v.dim() == 2 and len(expected.get(k, ())) == 4 else v

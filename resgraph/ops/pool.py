@@ -1,0 +1,106 @@
+"""maxpool and avgpool: square windows; stride defaults to the kernel, padding to half of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from resgraph import expr
+from resgraph.errors import Location, SpecError
+from resgraph.expr import Dim
+from resgraph.ir import Node, Shape
+from resgraph.language import IntExpr, Model, Name, layer_name
+from resgraph.ops.base import OFFSET, SIZE, Op, kwargs, onnx_window, windowed
+
+if TYPE_CHECKING:
+    from resgraph.backends.onnx_export import Emitter
+
+
+class Pool(Model):
+    """Max or average pooling; stride defaults to the kernel, padding to (kernel - 1) // 2."""
+
+    name: Name | None = layer_name()
+    kernel: IntExpr = Field(description="Window size (square).")
+    stride: IntExpr | None = Field(None, description="Stride; none means the kernel size.")
+    padding: IntExpr | None = Field(
+        None, description="Padding on each side; none means (kernel - 1) // 2."
+    )
+    ceil_mode: bool = Field(False, description="Round output sizes up, as PyTorch's `ceil_mode`.")
+
+
+class AvgPool(Pool):
+    count_include_pad: bool = Field(
+        True, description="Count padded positions in the average, as PyTorch's `count_include_pad`."
+    )
+
+
+@dataclass(frozen=True)
+class PoolAttrs:
+    kernel: Dim = field(metadata=SIZE)
+    stride: Dim = field(metadata=SIZE)
+    padding: Dim = field(metadata=OFFSET)
+    ceil_mode: bool = False
+    count_include_pad: bool = True  # avgpool only
+
+
+class MaxPoolOp(Op):
+    name = "maxpool"
+    language = Pool
+    torch_class = "MaxPool2d"
+
+    def resolve(self, args: Pool, channels: Dim) -> PoolAttrs:
+        return PoolAttrs(
+            args.kernel,
+            args.kernel if args.stride is None else args.stride,
+            expr.halved_less_one(args.kernel) if args.padding is None else args.padding,
+            args.ceil_mode,
+            getattr(args, "count_include_pad", True),
+        )
+
+    def shape(
+        self, attrs: PoolAttrs, inputs: list[Shape], what: str, where: Location | None
+    ) -> Shape:
+        if attrs.padding * 2 > attrs.kernel:
+            raise SpecError(
+                f"{what}: padding {attrs.padding} is more than half of kernel {attrs.kernel}",
+                where,
+            )
+        return windowed(attrs, inputs, what, where)
+
+    def torch(self, attrs: PoolAttrs, channels: str, *, biased: bool, inplace: bool) -> str:
+        kw = kwargs(
+            kernel_size=attrs.kernel,
+            stride=attrs.stride,
+            padding=None if attrs.padding == "0" else attrs.padding,
+            ceil_mode=True if attrs.ceil_mode else None,
+            count_include_pad=None if attrs.count_include_pad else False,
+        )
+        return f"nn.{self.torch_class}({kw})"
+
+    def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
+        return em.node(
+            "MaxPool", node.name, xs, ceil_mode=int(node.attrs.ceil_mode), **onnx_window(node.attrs)
+        )
+
+    def text(self, attrs: PoolAttrs) -> str:
+        k, s = attrs.kernel, attrs.stride
+        return f"{self.name} {k}x{k}{f'/{s}' if s != 1 else ''}"
+
+
+class AvgPoolOp(MaxPoolOp):
+    name = "avgpool"
+    language = AvgPool
+    torch_class = "AvgPool2d"
+
+    def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
+        attrs = node.attrs
+        return em.node(
+            "AveragePool",
+            node.name,
+            xs,
+            ceil_mode=int(attrs.ceil_mode),
+            count_include_pad=int(attrs.count_include_pad),
+            **onnx_window(attrs),
+        )
