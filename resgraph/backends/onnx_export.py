@@ -130,6 +130,8 @@ def emit(
     head = network.output
     # fp16: the head writes `<head>/fp16` and a Cast `logits`, whatever the head is called
     renamed = {head: f"{head}/fp16", "logits/fp32": OUTPUT} if fp16 else {head: OUTPUT}
+    if OUTPUT in network.nodes and head != OUTPUT:  # a layer named like the graph's output
+        renamed[OUTPUT] = f"{OUTPUT}/layer"
     em = Emitter(
         network,
         weights,
