@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SPECS, run_cli
 
+from resgraph.output import temp_pattern
+
 R20 = str(SPECS / "cifar_resnet20.yaml")
 LONG = "n" * 300  # over every common file system's 255-byte name limit
 MEMORY_CAP = 2 << 30  # address space for one capped run: far below what an unbounded read takes
@@ -132,3 +134,168 @@ def test_control_characters_are_located(
     line = one_line(run_cli("validate", str(spec), timeout=60))
     message = f"the control character {code} is not allowed in YAML; remove it"
     assert line == f"{spec}:{where[0]}:{where[1]}: {message}"
+
+
+# ---------------------------------------------------------------- the writer
+
+
+def test_output_through_a_symlink_replaces_the_target_not_the_link(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "net.py"
+    target.write_text("old\n")
+    link = tmp_path / "net.py"
+    link.symlink_to(target)
+    dangling = tmp_path / "new.py"
+    dangling.symlink_to(tmp_path / "real" / "created.py")
+    for out in (link, dangling):
+        result = run_cli("compile", R20, "-o", str(out), timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert out.is_symlink()
+    assert target.read_text().startswith('"""') and (tmp_path / "real" / "created.py").is_file()
+
+
+def test_output_through_a_symlink_to_a_pipe_or_device_is_refused(tmp_path: Path) -> None:
+    for name, points_to, kind in (
+        ("stdout.py", "/proc/self/fd/1", "a named pipe (FIFO)"),  # run_cli's stdout is a pipe
+        ("null.py", "/dev/null", "a character device"),
+    ):
+        link = tmp_path / name
+        link.symlink_to(points_to)
+        line = one_line(run_cli("graph", R20, "-o", str(link), timeout=60))
+        assert line == f"{link}: is {kind}, not a regular file; give a file name"
+        assert link.is_symlink() and os.readlink(link) == points_to
+
+
+def test_stale_temp_files_are_removed_on_the_next_write(tmp_path: Path) -> None:
+    out = tmp_path / "net.py"
+    killed = (
+        "import os, signal\n"
+        "from pathlib import Path\n"
+        "from resgraph.output import write_atomic\n"
+        "def chunks():\n"
+        "    yield b'half a file'\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"write_atomic(Path({str(out)!r}), chunks())\n"
+    )
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", killed], cwd=REPO, timeout=60)
+        assert done.returncode == -9
+    stale = [p.name for p in tmp_path.iterdir()]  # each write removed the one killed before it
+    assert len(stale) == 1 and temp_pattern("net.py").fullmatch(stale[0]), stale
+    others = [tmp_path / ".net.py.mine.tmp", tmp_path / ".other.py.abcdefgh.tmp"]
+    for other in others:  # not names write_atomic makes for net.py: kept
+        other.write_text("keep")
+    holder = subprocess.Popen(  # a live writer's temp file: locked, so kept
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(tmp_path / '.net.py.live0000.tmp')!r}, os.O_CREAT | os.O_RDWR)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        result = run_cli("compile", R20, "-o", str(out), timeout=60)
+        assert result.returncode == 0, result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".net.py.live0000.tmp", ".net.py.mine.tmp", ".other.py.abcdefgh.tmp", "net.py"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("compile", R20, "-o", LONG + ".py"),
+        ("compile", R20, "--out-dir", LONG),
+        ("compile", R20, "--out-dir", f"{LONG}/deeper"),
+        ("graph", R20, "-o", LONG),
+        ("compile", R20, "--target", "onnx", "-o", LONG + ".onnx"),
+        ("compile", R20, "--target", "onnx", "--weights", LONG + ".pt", "-o", "x.onnx"),
+        ("validate", LONG + ".yaml"),
+    ],
+)
+def test_names_over_the_system_limit_are_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    line = one_line(run_cli(*args, cwd=tmp_path, timeout=120))
+    assert "unusable path: a name in it is too long" in line or "cannot write" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- weights and sizes
+
+
+def _r20_weights() -> dict[str, object]:
+    """A valid state_dict for cifar_resnet20 as torch tensors."""
+    import torch
+
+    from resgraph.backends.onnx_weights import he_init
+    from resgraph.pipeline import compile_spec
+
+    compiled = compile_spec(R20)
+    weights = he_init(compiled.graph, compiled.spec.init, seed=0)
+    return {k: torch.from_numpy(v.copy()) for k, v in weights.items()}
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path: Path) -> None:
+    import torch
+
+    state = _r20_weights()
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    state["fc.bias"][3] = float("-inf")
+    torch.save(state, tmp_path / "w.pt")
+    out = tmp_path / "r20.onnx"
+    args = ("compile", R20, "--target", "onnx", "--weights", str(tmp_path / "w.pt"), "-o", str(out))
+    line = one_line(run_cli(*args, timeout=120))
+    assert line == (
+        f"{tmp_path / 'w.pt'}: weights with NaN or infinite values: layer1.0.conv1.weight, fc.bias"
+    )
+    assert not out.exists()
+
+
+def test_unsafe_and_old_pickles_are_one_clean_line(tmp_path: Path) -> None:
+    import argparse
+    import pickle
+
+    import torch
+
+    torch.save({"conv1.weight": argparse.Namespace()}, tmp_path / "object.pt")
+    torch.save(  # the legacy (non-zip) format with protocol 4: torch warns, then refuses
+        _r20_weights(),
+        tmp_path / "legacy.pt",
+        _use_new_zipfile_serialization=False,
+        pickle_protocol=4,
+    )
+    with (tmp_path / "plain.pkl").open("wb") as handle:
+        pickle.dump({"conv1.weight": [1.0]}, handle, protocol=4)
+    os.mkfifo(tmp_path / "pipe.pt")
+    expected = {
+        "object.pt": "it holds argparse.Namespace, not tensor data; only tensors and containers",
+        "legacy.pt": "not a pickle of tensors alone",
+        "plain.pkl": "cannot read weights: ",
+        "pipe.pt": "is a named pipe (FIFO), not a weights file",
+    }
+    for name, fragment in expected.items():
+        weights = str(tmp_path / name)
+        result = run_cli("compile", R20, "--target", "onnx", "--weights", weights, "-o", "x.onnx")
+        line = one_line(result)
+        assert fragment in line and "\x1b" not in line and "weights_only" not in line, line
+        assert "Warning" not in result.stderr
+
+
+def test_a_valid_spec_too_large_to_allocate_is_refused_first(tmp_path: Path) -> None:
+    spec = tmp_path / "huge.yaml"
+    spec.write_text(
+        "name: huge\ninput: {channels: 3, height: 32, width: 32}\n"
+        "stem: [{conv: {out: 65536, kernel: 3}}]\nblock: basic\n"
+        "stages: [{blocks: 9, width: 65536}]\nhead: {classes: 10}\n"
+    )
+    out = tmp_path / "huge.onnx"
+    line = one_line(run_capped("compile", str(spec), "--target", "onnx", "-o", str(out)))
+    assert line.startswith(f"{spec}: the network has 695,789,486,090 parameters: 2,783.2 GB")
+    assert not out.exists()

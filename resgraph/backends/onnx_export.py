@@ -21,7 +21,14 @@ from onnx import TensorProto, helper
 
 from resgraph import __version__
 from resgraph.backends.onnx_save import EXTERNAL_THRESHOLD, save_model, serialize
-from resgraph.backends.onnx_weights import BN_KEYS, Weights, fold_bn, he_init, load_weights
+from resgraph.backends.onnx_weights import (
+    BN_KEYS,
+    Weights,
+    check_weights_fit,
+    fold_bn,
+    he_init,
+    load_weights,
+)
 from resgraph.errors import Location, SpecError
 
 if TYPE_CHECKING:
@@ -263,6 +270,7 @@ def compile_onnx(
     external_threshold: int = EXTERNAL_THRESHOLD,
 ) -> None:
     """Write `compiled` as an ONNX model to `output`, with a weights file or He-init from `seed`."""
+    check_weights_fit(compiled.graph, Location(str(compiled.path)))
     values = (
         load_weights(weights, compiled.graph)
         if weights is not None
