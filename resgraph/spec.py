@@ -6,7 +6,9 @@ an int, or a whitelisted expression string evaluated later by `resgraph.expr`.
 
 from __future__ import annotations
 
+import builtins
 import keyword
+import re
 import typing
 from typing import Annotated, Any, Literal
 
@@ -56,9 +58,19 @@ def _check_name(value: str) -> str:
 Name = Annotated[str, Field(max_length=64), AfterValidator(_check_name)]
 
 
+# Parameters become arguments and locals of the generated `__init__`: a dunder (`__class__`
+# breaks super()) or a built-in the generated code calls (max, range, isinstance) must not
+# be shadowed there, so every name Python gives a meaning to is refused.
+PYTHON_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("_"))
+
+
 def _check_param_name(value: str) -> str:
     if value in RESERVED_NAMES:
         raise ValueError(f"{value!r} is reserved; choose another parameter name")
+    if value.startswith("__"):
+        raise ValueError(f"{value!r}: names starting with '__' are Python's; choose another")
+    if value in PYTHON_NAMES:
+        raise ValueError(f"{value!r} is a Python built-in; choose another parameter name")
     return value
 
 
@@ -70,13 +82,14 @@ def _int_expr(value: Any) -> int | str:
         raise ValueError(f"expected an integer or an expression such as '2 * n', got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
-        try:
-            expr.parse(text)
-        except expr.ExprError as exc:
-            raise ValueError(str(exc)) from None
-        return text
+        # isdigit() also holds for '²', which int() refuses; anything else is an expression
+        if not re.fullmatch(r"-?[0-9]{1,30}", text):
+            try:
+                expr.parse(text)
+            except expr.ExprError as exc:
+                raise ValueError(str(exc)) from None
+            return text
+        value = int(text)
     if abs(value) > expr.MAX_MAGNITUDE:
         raise ValueError(f"{value:,} is too large")
     return value

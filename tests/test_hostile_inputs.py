@@ -299,3 +299,105 @@ def test_a_valid_spec_too_large_to_allocate_is_refused_first(tmp_path: Path) -> 
     line = one_line(run_capped("compile", str(spec), "--target", "onnx", "-o", str(out)))
     assert line.startswith(f"{spec}: the network has 695,789,486,090 parameters: 2,783.2 GB")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- names and numbers
+
+BLOCK = """\
+name: net
+input: {{channels: 3, height: 8, width: 8}}
+block_types:
+  mine:
+    params: {{{param}: 1}}
+    let: {{{let}: width * 1}}
+    layers: [{{conv: {{out: width, kernel: 3}}}}, bn, relu, add, relu]
+block: mine
+stages: [{{blocks: 1, width: 3}}]
+head: {{classes: 3}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("param", "let", "message"),
+    [
+        ("__class__", "mid", "'__class__': names starting with '__' are Python's"),
+        ("k", "__class__", "'__class__': names starting with '__' are Python's"),
+        ("__init__", "mid", "'__init__': names starting with '__' are Python's"),
+        ("__k", "mid", "'__k': names starting with '__' are Python's"),  # mangled in a class
+        ("max", "mid", "'max' is a Python built-in"),  # the expressions' max() in __init__
+        ("k", "isinstance", "'isinstance' is a Python built-in"),
+        ("k", "range", "'range' is a Python built-in"),
+    ],
+)
+def test_parameter_names_python_gives_a_meaning_are_refused(
+    tmp_path: Path, param: str, let: str, message: str
+) -> None:
+    spec = tmp_path / "s.yaml"
+    text = BLOCK.format(param=param, let=let)
+    spec.write_text(text)
+    bad = param if message.startswith(f"'{param}'") else let
+    line_no = 5 if bad == param else 6
+    column = text.splitlines()[line_no - 1].index(bad) + 1
+    line = one_line(run_cli("validate", str(spec), timeout=60))
+    assert line.startswith(f"{spec}:{line_no}:{column}: "), line
+    assert message in line
+
+
+def test_a_parameter_name_python_leaves_free_still_builds(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(BLOCK.format(param="_k", let="projection"))
+    out = tmp_path / "net.py"
+    assert run_cli("compile", str(spec), "-o", str(out), timeout=60).returncode == 0
+    script = (
+        "import importlib.util, sys, torch\n"
+        f"spec = importlib.util.spec_from_file_location('net', {str(out)!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "print(tuple(module.build_model()(torch.zeros(1, 3, 8, 8)).shape))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout == "(1, 3)\n", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("'---16'", "stages[0].width must be at least 1, got -16"),
+        ("'²'", "cannot parse expression '²': invalid character '²' (U+00B2)"),
+        ("'\uff11\uff16'", "cannot parse expression"),  # fullwidth 16: int() takes it
+        ("'٣'", "cannot parse expression '٣'"),
+        ("'1" + "0" * 40 + "'", "overflows: values are limited to 1,099,511,627,776"),
+    ],
+)
+def test_integers_are_ascii_decimal_or_expressions(value: str, message: str) -> None:
+    line = one_line(run_cli("validate", R20, "--set", f"stages.0.width={value}", timeout=60))
+    assert message in line and "int()" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--opset", "1", "argument --opset: choose 11 to "),
+        ("--opset", "10000", "argument --opset: choose 11 to "),
+        ("--opset", "seventeen", "argument --opset: expected an integer, not 'seventeen'"),
+        ("--static-batch", "0", "argument --static-batch: expected 1 or more, not 0"),
+        ("--static-batch", "1e20", "argument --static-batch: expected an integer, not '1e20'"),
+        ("--static-batch", "9" * 30, "argument --static-batch: expected at most 9,223,"),
+        ("--seed", "-3", "argument --seed: expected 0 or more, not -3"),
+        ("--seed", "9" * 5000, "argument --seed: expected an integer, not '9999"),
+        ("--max-nodes", "²", "argument --max-nodes: expected an integer, not '²'"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(
+    tmp_path: Path, option: str, value: str, message: str
+) -> None:
+    out = str(tmp_path / "x.onnx")
+    result = run_cli("compile", R20, "--target", "onnx", "-o", out, option, value, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"resgraph compile: error: {message}")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_check_refuses_a_device_as_the_current_module() -> None:
+    line = one_line(run_capped("compile", R20, "--check", "-o", "/dev/zero"))
+    assert line == "/dev/zero: is a character device, not a generated module"
