@@ -23,7 +23,7 @@ def write_atomic(path: Path, content: str | bytes | Iterable[bytes | memoryview]
     """
     target = writable(path)
     try:
-        remove_stale_temps(target.parent, temp_pattern(target.name))
+        remove_stale_temps(target.parent, temp_pattern(re.escape(target.name)))
         _replace(target, content)
     except OSError as exc:
         raise SpecError(f"cannot write: {exc.strerror or exc}", Location(str(path))) from None
@@ -50,8 +50,12 @@ def writable(path: Path) -> Path:
 
 
 def temp_pattern(name: str) -> re.Pattern[str]:
-    """The names `write_atomic` gives its temp files for `name` (mkstemp's 8 random characters)."""
-    return re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp")
+    """The names `write_atomic` gives its temp files for files named by the regex `name`.
+
+    `name` is a regular expression: `re.escape(path.name)` for one file, or a family of
+    names (ONNX weights files) whose stale temps one write should remove.
+    """
+    return re.compile(rf"\.{name}\.[a-z0-9_]{{8}}\.tmp")
 
 
 def remove_stale_temps(folder: Path, pattern: re.Pattern[str]) -> None:

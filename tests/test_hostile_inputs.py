@@ -181,7 +181,7 @@ def test_stale_temp_files_are_removed_on_the_next_write(tmp_path: Path) -> None:
         done = subprocess.run([sys.executable, "-c", killed], cwd=REPO, timeout=60)
         assert done.returncode == -9
     stale = [p.name for p in tmp_path.iterdir()]  # each write removed the one killed before it
-    assert len(stale) == 1 and temp_pattern("net.py").fullmatch(stale[0]), stale
+    assert len(stale) == 1 and temp_pattern(r"net\.py").fullmatch(stale[0]), stale
     others = [tmp_path / ".net.py.mine.tmp", tmp_path / ".other.py.abcdefgh.tmp"]
     for other in others:  # not names write_atomic makes for net.py: kept
         other.write_text("keep")
@@ -401,3 +401,108 @@ def test_bad_numbers_are_usage_errors(
 def test_check_refuses_a_device_as_the_current_module() -> None:
     line = one_line(run_capped("compile", R20, "--check", "-o", "/dev/zero"))
     assert line == "/dev/zero: is a character device, not a generated module"
+
+
+# ---------------------------------------------------------------- the ONNX pair
+
+ONNX_SPEC = str(SPECS / "cifar_resnet20.yaml")
+PAIR_SCRIPT = """\
+import os, signal, sys
+from pathlib import Path
+from resgraph.backends.onnx_export import compile_onnx
+from resgraph.pipeline import compile_spec
+
+out, seed, kill_at = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+steps = {"n": 0}
+real_replace, real_unlink = os.replace, Path.unlink
+
+def step():
+    steps["n"] += 1
+    if steps["n"] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def replace(*args, **kwargs):
+    step()
+    real_replace(*args, **kwargs)
+
+def unlink(self, *args, **kwargs):
+    if self.name.endswith(".data"):
+        step()
+    real_unlink(self, *args, **kwargs)
+
+os.replace, Path.unlink = replace, unlink
+compile_onnx(compile_spec(sys.argv[4]), output=out, seed=seed, external_threshold=0)
+print(steps["n"])
+"""
+
+
+def _pair(out: Path, seed: int, kill_at: int = 0) -> subprocess.CompletedProcess[str]:
+    """Compile cifar_resnet20 to `out` with external data; SIGKILL itself at step `kill_at`."""
+    return subprocess.run(
+        [sys.executable, "-c", PAIR_SCRIPT, str(out), str(seed), str(kill_at), ONNX_SPEC],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def _logits(model: Path) -> bytes:
+    """What onnxruntime computes from the files on disk, as bytes to compare exactly."""
+    import numpy as np
+    import onnxruntime as ort
+
+    x = np.linspace(-1, 1, 3 * 32 * 32, dtype=np.float32).reshape(1, 3, 32, 32)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input": x})[0].tobytes()
+
+
+def test_a_kill_at_any_step_leaves_one_consistent_onnx_pair(tmp_path: Path) -> None:
+    out = tmp_path / "r20.onnx"
+    done = _pair(out, seed=1)
+    assert done.returncode == 0, done.stderr
+    steps = int(done.stdout)  # renames and removals of the first write: at least data + model
+    assert steps >= 2
+    old = _logits(out)
+    new_dir = tmp_path / "new"
+    new_dir.mkdir()
+    assert _pair(new_dir / "r20.onnx", seed=2).returncode == 0
+    new = _logits(new_dir / "r20.onnx")
+    assert old != new
+    for kill_at in range(1, steps + 3):  # every rename and removal of a replacing write
+        killed = _pair(out, seed=2, kill_at=kill_at)
+        assert killed.returncode in (-9, 0), killed.stderr
+        assert _logits(out) in (old, new), f"inconsistent pair after a kill at step {kill_at}"
+        if _logits(out) == new:  # put the old pair back for the next kill
+            assert _pair(out, seed=1).returncode == 0
+    assert _pair(out, seed=2).returncode == 0  # a clean write removes every leftover
+    files = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert len(files) == 2 and files[0] == "r20.onnx" and files[1].endswith(".data"), files
+    assert _logits(out) == new
+
+
+def test_a_failed_switch_keeps_the_old_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resgraph.backends.onnx_export import compile_onnx
+    from resgraph.errors import SpecError
+    from resgraph.pipeline import compile_spec
+
+    compiled = compile_spec(ONNX_SPEC)
+    out = tmp_path / "r20.onnx"
+    compile_onnx(compiled, output=out, seed=1, external_threshold=0)
+    before = sorted(tmp_path.iterdir())
+    old = _logits(out)
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def second_fails(src: str, dst: str) -> None:  # the weights land, the model's rename fails
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(SpecError, match="cannot write: No space left on device"):
+        compile_onnx(compiled, output=out, seed=2, external_threshold=0)
+    assert sorted(tmp_path.iterdir()) == before and _logits(out) == old
