@@ -264,9 +264,9 @@ class _Builder:
         return result
 
 
-def load_file(path: Path) -> Document:
-    """Read and parse one YAML file, which must hold a mapping."""
-    doc = parse_yaml(read_text(path), str(path))
+def load_file(path: Path, what: str = "a spec file") -> Document:
+    """Read and parse one YAML file, which must hold a mapping; `what` names it in messages."""
+    doc = parse_yaml(read_text_bounded(path, MAX_FILE_BYTES, what), str(path))
     if not isinstance(doc.data, dict):
         raise SpecError("a spec must be a YAML mapping of keys to values", doc.locate(()))
     return doc
