@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, SPECS
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 
 from resgraph.cli import build_parser
@@ -131,7 +131,17 @@ PATHS = [
     "-",
     "\udcff.yaml",  # an undecodable byte, as Linux hands it to Python
 ]
-NUMBERS = ["0", "1", "2", "-1", "1e20", "9" * 25, "2.5", "nan", "²", "0x10", " 3", "1_0"]
+NUMBERS = ["0", "1", "2", "-1", "1e20", "9" * 25, "2.5", "nan", "²", "0x10", " 3", "1_0", "8,16"]
+SOURCES = [
+    "synthetic:64",
+    "synthetic:0",
+    "synthetic:99999999999",
+    "digits",
+    "cifar10:folder",
+    "imagefolder:folder",
+    "cifar10:" + "n" * 300,
+    "nope:x",
+]
 SETS = [
     "n=2",
     "lr=0.05",
@@ -175,7 +185,13 @@ COMMANDS = _commands()
 
 def _value(action: argparse.Action) -> st.SearchStrategy[str]:
     """A value for `action`: one of its choices or a wrong one, a path, number, override, text."""
-    pools = [st.sampled_from(PATHS), st.sampled_from(NUMBERS), st.sampled_from(SETS), TEXT]
+    pools = [
+        st.sampled_from(PATHS),
+        st.sampled_from(NUMBERS),
+        st.sampled_from(SETS),
+        st.sampled_from(SOURCES),
+        TEXT,
+    ]
     if action.choices:
         pools.insert(0, st.sampled_from([*map(str, action.choices), "bogus"]))
         pools.insert(0, st.sampled_from(list(map(str, action.choices))))
@@ -219,6 +235,7 @@ def _settings(test: Callable[..., None]) -> Callable[..., None]:
 @given(argv=command_lines())
 def test_random_command_lines_exit_0_1_or_2(server: Server, world: Path, argv: list[str]) -> None:
     result = server.run(argv, world)
+    event(f"{argv[0]} exit {result['code']}")  # --hypothesis-show-statistics tallies these
     shown = f"resgraph {' '.join(map(repr, argv))}\n{result['out']}{result['err']}"
     assert not result["timed_out"], f"timed out after {TIMEOUT} s: {shown}"
     assert result["code"] in (0, 1, 2), shown

@@ -506,3 +506,11 @@ def test_a_failed_switch_keeps_the_old_pair(
     with pytest.raises(SpecError, match="cannot write: No space left on device"):
         compile_onnx(compiled, output=out, seed=2, external_threshold=0)
     assert sorted(tmp_path.iterdir()) == before and _logits(out) == old
+
+
+def test_a_recipe_that_is_a_device_or_fifo_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "recipe.yaml")
+    for recipe, kind in (("/dev/zero", "a character device"), ("recipe.yaml", "a named pipe")):
+        line = one_line(run_capped("train", R20, "--recipe", recipe, cwd=tmp_path))
+        assert line.startswith(f"{recipe}: is {kind}"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
