@@ -25,6 +25,9 @@ def write_atomic(path: Path, content: str | bytes | Iterable[bytes | memoryview]
     try:
         remove_stale_temps(target.parent, temp_pattern(re.escape(target.name)))
         _replace(target, content)
+    except (FileExistsError, NotADirectoryError):  # mkdir met a file where a folder must be
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), target.parent)
+        raise SpecError(f"cannot write: {blocker} is not a folder", Location(str(path))) from None
     except OSError as exc:
         raise SpecError(f"cannot write: {exc.strerror or exc}", Location(str(path))) from None
 

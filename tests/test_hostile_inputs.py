@@ -514,3 +514,14 @@ def test_a_recipe_that_is_a_device_or_fifo_is_refused(tmp_path: Path) -> None:
         line = one_line(run_capped("train", R20, "--recipe", recipe, cwd=tmp_path))
         assert line.startswith(f"{recipe}: is {kind}"), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+
+
+def test_a_file_where_a_folder_must_be_is_named(tmp_path: Path) -> None:
+    (tmp_path / "notes").write_text("mine\n")
+    for args in (
+        ("graph", R20, "-o", "notes/deeper/g.dot"),
+        ("compile", R20, "--out-dir", "notes"),
+    ):
+        line = one_line(run_cli(*args, cwd=tmp_path, timeout=60))
+        assert line.endswith(f"cannot write: {tmp_path / 'notes'} is not a folder"), line
+    assert (tmp_path / "notes").read_text() == "mine\n"
