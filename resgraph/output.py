@@ -114,8 +114,9 @@ def _umask() -> int:
 
 def inside(folder: Path, name: str) -> Path:
     """`folder/name`, refusing a name that would escape the folder (.., absolute, links)."""
-    root = folder.resolve()
-    target = (root / name).resolve()
+    # realpath, not Path.resolve: a symlink loop is left for write_atomic to report in one line
+    root = Path(os.path.realpath(folder))
+    target = Path(os.path.realpath(root / name))
     if target.parent != root and root not in target.parents:
         raise SpecError(f"output name {name!r} would be written outside {folder}", Location(name))
     return target

@@ -110,6 +110,13 @@ def test_extends_through_a_symlink_loop(tmp_path: Path) -> None:
     assert line == f"{tmp_path / 'a.yaml'}: {loop}"
 
 
+def test_an_output_folder_that_is_a_symlink_loop(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to("loop")
+    for args in (("--out-dir", "loop"), ("-o", "loop/x.py")):
+        line = one_line(run_cli("compile", R20, *args, cwd=tmp_path, timeout=60))
+        assert line.endswith("unusable path: Too many levels of symbolic links"), line
+
+
 def test_extends_a_name_too_long(tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text(f"name: x\nextends: {LONG}.yaml\n")
