@@ -532,3 +532,10 @@ def test_a_file_where_a_folder_must_be_is_named(tmp_path: Path) -> None:
         line = one_line(run_cli(*args, cwd=tmp_path, timeout=60))
         assert line.endswith(f"cannot write: {tmp_path / 'notes'} is not a folder"), line
     assert (tmp_path / "notes").read_text() == "mine\n"
+
+
+def test_newlines_in_names_and_overrides_stay_on_one_line(tmp_path: Path) -> None:
+    line = one_line(run_cli("validate", R20, "--set", "n=[1,\n2", timeout=60))
+    assert line.startswith(f"{R20}: --set n=[1,\\n2: cannot read value '[1,\\n2': "), line
+    line = one_line(run_cli("validate", "two\nlines.yaml", cwd=tmp_path, timeout=60))
+    assert line == "two\\nlines.yaml: no such file"
