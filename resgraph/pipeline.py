@@ -85,6 +85,8 @@ def _located(exc: ValidationError, doc: Document) -> SpecError:
         parent = ".".join(str(p) for p in loc[:-1]) or "the spec"
         return SpecError(f"{parent}: missing required key {loc[-1]!r}", doc.locate(loc[:-1]))
     message = error["msg"].removeprefix("Value error, ")
+    if "[key]" in error["loc"]:  # a refused mapping key (a parameter's name): point at it
+        return SpecError(f"{dotted}: {message}", doc.locate_key(loc))
     return SpecError(f"{dotted}: {message}", doc.locate(loc))
 
 
