@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from resgraph.cli import main
-from resgraph.train import TrainError, augment, checkpoint
+from resgraph.train import TrainError, augment
 from resgraph.train import evaluate as ev
 from resgraph.train.datasets import load_source
 from resgraph.train.loaders import Placement, make_batches
@@ -111,7 +111,7 @@ def test_ten_crop_takes_ten_views_and_averages_them(
 
     model = load_run(run).model
     model.eval()
-    mean = checkpoint.load(run / "best.pt")["pixel_mean"]
+    mean = torch.load(run / "best.pt", weights_only=True)["pixel_mean"]
     files = sorted((root / "val").rglob("*.png"))
     assert len(files) == len(probabilities) == 9
     with torch.no_grad():

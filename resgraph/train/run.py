@@ -199,7 +199,8 @@ def load_run(run: Path, which: str = "best.pt") -> TrainedRun:
             Location(str(run / CONFIG)),
         )
     model = model_from_spec(compiled, config["classes"])
-    state = checkpoint.load(run / which)
+    shape = (compiled.spec.input.channels, compiled.spec.input.height, compiled.spec.input.width)
+    state = checkpoint.read(run / which, model, shape)
     model.load_state_dict(state["model"])
     return TrainedRun(config, compiled, model, state)
 
@@ -289,8 +290,7 @@ def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path,
     )
     note = None
     if saved is not None:
-        state = checkpoint.load(run / "last.pt")
-        trainer.restore(state)
+        state = trainer.restore(run / "last.pt")
         note = _already_done(request, trainer, run)
         if ctx.main:
             metrics.keep_first(run, state["records"])
