@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import pathlib
 import pickle
 import resource
 import shutil
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from resgraph.cli import main
+from resgraph.train import TrainError
+from resgraph.train.datasets import MAX_CIFAR_BATCH_BYTES, load_source
 from tests.conftest import SPECS, run_cli
+from tests.test_train_data import write_cifar
 
 RESNET20 = str(SPECS / "cifar_resnet20.yaml")
 TINY = ["--set", "n=1", "--set", "input.height=8", "--set", "input.width=8"]
@@ -273,4 +281,175 @@ def test_a_deflated_giant_tensor_is_refused_before_allocating(
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith(f"{run / 'best.pt'}: declares 1,07")
     assert "bytes of tensors; a checkpoint of this network holds at most" in done.stderr
+    assert peak < 700, peak
+
+
+# --------------------------------------------------------------------------- CIFAR-10 batches
+
+
+class _Hollow:
+    """Pickles as numpy's array reconstruction of `shape`, with `state` (or none) after it."""
+
+    def __init__(self, shape: tuple[int, ...], state: tuple | None = None) -> None:
+        self.shape, self.state = shape, state
+
+    def __reduce__(self) -> tuple:
+        call = (np._core.multiarray._reconstruct, (np.ndarray, self.shape, b"B"))
+        return call if self.state is None else (*call, self.state)
+
+
+def _cifar_with(folder: Path, batch: Any) -> Path:
+    write_cifar(folder)
+    (folder / "data_batch_1").write_bytes(pickle.dumps(batch))
+    return folder / "data_batch_1"
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (  # no BUILD: numpy would hand back an uninitialised (300000, 3072) array
+            {b"data": _Hollow((300_000, 3072)), b"labels": [[0]] * 300_000},
+            "b'data' must be a uint8 array of shape (N, 3072)",
+        ),
+        (
+            {
+                b"data": _Hollow((0,), (1, (1 << 40, 3072), np.dtype("u1"), False, b"")),
+                b"labels": [0],
+            },
+            "an array declares shape (1099511627776, 3072) (3,377,699,720,527,872 bytes) but "
+            "holds 0",
+        ),
+        (
+            {b"data": np.zeros((3, 3072), np.uint8), b"labels": [[0]] * 3},
+            "b'labels' must be integers in [0, 10)",
+        ),
+        (
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, True]},
+            "b'labels' must be integers in [0, 10)",
+        ),
+        (
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]},
+            "b'labels' must be integers in [0, 10)",
+        ),
+        (
+            {b"data": np.zeros((2, 3072), np.float64).astype(">f8"), b"labels": [0, 1]},
+            "a dtype that is not plain little-endian data",
+        ),
+        (
+            {b"data": np.zeros((2, 1536), np.dtype("U2")), b"labels": [0, 1]},
+            "an array of dtype 'U2'",
+        ),
+        (
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": [[]] * 10**6},
+            None,  # a million references to one list cost pointers only: accepted
+        ),
+    ],
+)
+def test_hostile_cifar_batches_are_one_line_and_allocate_nothing_big(
+    tmp_path: Path, cli, batch: Any, message: str | None
+) -> None:
+    path = _cifar_with(tmp_path / "cifar", batch)
+    assert path.stat().st_size < 4 << 20
+    if message is None:
+        data = load_source(f"cifar10:{path.parent}", (3, 32, 32), 10)
+        assert data.train.images.shape == (82, 3, 32, 32)
+        return
+    run = tmp_path / "run"
+    result = cli("train", RESNET20, "--data", f"cifar10:{path.parent}", "--out", str(run))
+    one_line(result, 1, message)
+    assert result[2].startswith(f"{path}: ") and not run.exists()
+
+
+def test_hollow_cifar_batch_stays_small_in_a_real_process(tmp_path: Path) -> None:
+    path = _cifar_with(
+        tmp_path / "cifar", {b"data": _Hollow((300_000, 3072)), b"labels": [[0]] * 300_000}
+    )
+    done, peak = peak_rss_mb(
+        "train", RESNET20, "--data", f"cifar10:{path.parent}", "--out", str(tmp_path / "r")
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert peak < 700, peak
+
+
+def test_cifar_batch_over_the_size_bound_is_refused_unread(tmp_path: Path) -> None:
+    folder = write_cifar(tmp_path / "cifar")
+    with (folder / "test_batch").open("wb") as handle:
+        handle.truncate(MAX_CIFAR_BATCH_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(TrainError) as caught:
+        load_source(f"cifar10:{folder}", (3, 32, 32), 10)
+    assert str(caught.value) == (
+        f"{folder / 'test_batch'}: {MAX_CIFAR_BATCH_BYTES + 1:,} bytes; a CIFAR-10 batch file "
+        f"is limited to {MAX_CIFAR_BATCH_BYTES:,}"
+    )
+
+
+def test_a_fifo_in_place_of_a_batch_does_not_hang(tmp_path: Path) -> None:
+    folder = write_cifar(tmp_path / "cifar")
+    (folder / "data_batch_2").unlink()
+    os.mkfifo(folder / "data_batch_2")
+    with pytest.raises(TrainError, match="not a regular file, so not a CIFAR-10 batch file"):
+        load_source(f"cifar10:{folder}", (3, 32, 32), 10)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def png_of_zeros(path: Path, width: int, height: int) -> None:
+    """A valid grey PNG of zeros, compressed row by row: a few hundred KB for 13000x13000."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0, then the pixels
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+
+
+def _image_folder(root: Path) -> Path:
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 30), (9 * i, 9, 9)).save(root / split / label / f"{i}.png")
+    return root
+
+
+IMAGE_TRAIN = ["--set", "batch_size=4", "--epochs", "1", *TINY]
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ((13_000, 13_000), "13000x13000 image; the trainer decodes at most 50,000,000 pixels"),
+        ((20_000, 20_000), "400,000,000-pixel image; the trainer decodes at most 50,000,000"),
+        (
+            (800_000, 1),
+            "800000x1 image resized to a shorter side of 8 has 51,200,000 pixels; the trainer "
+            "takes at most 50,000,000",
+        ),
+    ],
+)
+def test_image_bombs_are_named_before_decoding(
+    tmp_path: Path, size: tuple[int, int], message: str
+) -> None:
+    root = _image_folder(tmp_path / "images")
+    png_of_zeros(root / "train" / "b" / "9.png", *size)
+    done, peak = peak_rss_mb(
+        "train",
+        RESNET20,
+        "--data",
+        f"imagefolder:{root}",
+        *IMAGE_TRAIN,
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"{root / 'train' / 'b' / '9.png'}: ")
+    assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert peak < 700, peak

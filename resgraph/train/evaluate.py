@@ -16,7 +16,6 @@ of any size, so there it is the per-channel mean of that image.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,8 +29,16 @@ from tqdm import tqdm
 from resgraph.errors import Location, SpecError
 from resgraph.pipeline import Compiled, compile_spec
 from resgraph.train import PAPER_SCALES, TEST_MODES, TrainError, augment
-from resgraph.train.datasets import Dataset, Folder, InMemory, Split, load_source
-from resgraph.train.loaders import Placement, make_batches
+from resgraph.train.datasets import (
+    Dataset,
+    Folder,
+    InMemory,
+    Split,
+    image_problem,
+    load_source,
+    open_image,
+)
+from resgraph.train.loaders import Placement, make_batches, worker_count
 from resgraph.train.model import model_from_spec
 from resgraph.train.recipe import Recipe, split_overrides
 from resgraph.train.run import load_run
@@ -96,8 +103,8 @@ def _as_image(tensor: Tensor) -> Image.Image:
 class ViewSet(torch.utils.data.Dataset):
     """Test images (files or in-memory tensors) and their views; label -1 marks a bad file."""
 
-    def __init__(self, items: Folder | Split, mode: str, view: Callable) -> None:
-        self.items, self.mode, self.view = items, mode, view
+    def __init__(self, items: Folder | Split, mode: str, view: Callable, shorter: int) -> None:
+        self.items, self.mode, self.view, self.shorter = items, mode, view, shorter
 
     def __len__(self) -> int:
         return len(self.items) if isinstance(self.items, Split) else len(self.items.test)
@@ -107,10 +114,8 @@ class ViewSet(torch.utils.data.Dataset):
             image = _as_image(self.items.images[index])
             return self.view(image), int(self.items.labels[index]), index
         path, label = self.items.test[index]
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert(self.mode)
-        except (OSError, ValueError):  # the main process names the file
+        image = open_image(path, self.mode, self.shorter)
+        if image is None:  # the main process names the file
             return None, -1, index
         return self.view(image), label, index
 
@@ -239,11 +244,10 @@ def _pixel_mean(
 
 
 def _workers(request: Request, recipe: Recipe, in_memory: bool) -> int:
-    """Loader processes: as asked, else the recipe's for files (at most one per core)."""
+    """Loader processes: as asked, else the recipe's for files; at most one per core."""
     if request.workers is not None:
-        return request.workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if in_memory else min(recipe.workers, cores or 1)
+        return worker_count(request.workers)
+    return 0 if in_memory else worker_count(recipe.workers)
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,7 @@ class _Setup:
     mean: Tensor
     device: torch.device
     items: Folder | Split
+    shorter: int  # the largest shorter side a test image is resized to
 
 
 def _setup(request: Request) -> _Setup:
@@ -286,13 +291,14 @@ def _setup(request: Request) -> _Setup:
         items = Split(augment.fit(data.test.images, *shape), data.test.labels)
     test_size = max(request.test_size or recipe.test_size or 0, *shape[1:])
     view = views_for(request.test, shape[1:], test_size, request.scales)
+    shorter = max(request.scales) if request.test == "multiscale" else test_size
     loader = torch.utils.data.DataLoader(
-        ViewSet(items, "L" if shape[0] == 1 else "RGB", view),
+        ViewSet(items, "L" if shape[0] == 1 else "RGB", view, shorter),
         batch_size=request.batch_size or recipe.eval_batch_size,
         num_workers=_workers(request, recipe, in_memory=isinstance(items, Split)),
         collate_fn=_keep_lists,
     )
-    return _Setup(source, model, loader, mean, device, items)
+    return _Setup(source, model, loader, mean, device, items, shorter)
 
 
 def _scored(setup: _Setup, multiscale: bool) -> Iterator[Scored]:
@@ -304,10 +310,8 @@ def _scored(setup: _Setup, multiscale: bool) -> Iterator[Scored]:
             bad = [index for _, label, index in batch if label < 0]
             if bad:
                 assert isinstance(setup.items, Folder)  # in-memory images always read
-                raise TrainError(
-                    "cannot read this image (missing, truncated or not an image)",
-                    Location(str(setup.items.test[bad[0]][0])),
-                )
+                path = setup.items.test[bad[0]][0]
+                raise TrainError(image_problem(path, setup.shorter), Location(str(path)))
             labels = torch.tensor([label for _, label, _ in batch], device=device)
             if multiscale:
                 per_scale = tuple(score_scales(model, [v for v, _, _ in batch], mean, device))

@@ -7,6 +7,7 @@ DistributedDataParallel each rank takes its slice of every global batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,7 +17,7 @@ from PIL import Image
 
 from resgraph.errors import Location
 from resgraph.train import TrainError, augment
-from resgraph.train.datasets import Dataset, Folder, InMemory, Split
+from resgraph.train.datasets import Dataset, Folder, InMemory, Split, image_problem, open_image
 from resgraph.train.recipe import Recipe
 
 Tensor = torch.Tensor
@@ -43,6 +44,13 @@ class Batches(Protocol):
     def train(self, epoch: int, start: int) -> Iterator[Batch]: ...
 
     def evaluate(self, split: str) -> Iterator[Batch]: ...
+
+
+def worker_count(asked: int) -> int:
+    """Loader processes: as asked, but at most one per core this process may run on (more
+    only contend, and DataLoader warns about them at length)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(asked, cores or 1)
 
 
 def _check_lighting(recipe: Recipe, channels: int) -> None:
@@ -145,6 +153,9 @@ class FolderImages(torch.utils.data.Dataset):
         self.mode = "L" if shape[0] == 1 else "RGB"
         self.size = shape[1:]
         self.test_size = recipe.test_size or max(self.size)
+        scale = recipe.augment.scale
+        widest = self.test_size if scale is None or not training else scale[1]
+        self.shorter = max(widest, *self.size)  # the largest shorter side images get
 
     def __len__(self) -> int:
         return len(self.files)
@@ -152,10 +163,8 @@ class FolderImages(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int, int]:
         index, epoch = key
         path, label = self.files[index]
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert(self.mode)
-        except (OSError, ValueError):  # a blank stands in; the main process names the file
+        image = open_image(path, self.mode, self.shorter)
+        if image is None:  # a blank stands in; the main process names the file
             blank = Image.new(self.mode, (self.size[1], self.size[0]))
             return self._transform(blank, augment.generator("blank")), -1, index
         return (
@@ -199,17 +208,14 @@ class FolderBatches:
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_sampler=keys,
-            num_workers=self.recipe.workers,
+            num_workers=worker_count(self.recipe.workers),
             pin_memory=self.where.device.type == "cuda",
         )
         for images, labels, indices in loader:
             bad = (labels < 0).nonzero()
             if len(bad):
                 path = dataset.files[int(indices[bad[0, 0]])][0]
-                raise TrainError(
-                    "cannot read this image (missing, truncated or not an image)",
-                    Location(str(path)),
-                )
+                raise TrainError(image_problem(path, dataset.shorter), Location(str(path)))
             yield images.to(self.where.device, non_blocking=True), labels.to(self.where.device)
 
     def _pixel_mean(self) -> Tensor:
