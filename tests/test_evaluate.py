@@ -229,8 +229,11 @@ def test_a_corrupt_image_is_named(trained: tuple[Path, Path], tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--scales", "224,x"], "expected sizes like 224,256,384"),
-        (["--scales", "0"], "scales must be positive"),
+        (["--scales", "224,x"], "argument --scales: expected an integer, not 'x'"),
+        (["--scales", "0"], "argument --scales: expected an integer from 1 to 4,096, not 0"),
+        (["--scales", "60000"], "expected an integer from 1 to 4,096, not 60000"),
+        (["--test-size", "1e24"], "argument --test-size: expected an integer, not '1e24'"),
+        (["--test-size", "60000"], "expected an integer from 1 to 4,096, not 60000"),
         (["--test", "5crop"], "invalid choice"),
     ],
 )

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from resgraph.argtypes import MAX_SIDE
 from resgraph.errors import Location
-from resgraph.train import TrainError
+from resgraph.train import TrainError, user_path
 
 SOURCES = ("digits", "synthetic[:N]", "cifar10:DIR", "imagefolder:DIR")
 CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -36,6 +37,9 @@ MAX_CIFAR_BATCH_BYTES = 256 << 20
 # trainer applies: ImageNet's largest (about 30 MP) fit, and one decoded RGB image of this
 # size takes 150 MB in each loader process.
 MAX_IMAGE_PIXELS = 50_000_000
+# In-memory data (digits, synthetic, CIFAR-10) fitted to the input, as uint8: CIFAR-10 at
+# 32x32 takes 184 MB, the digits at 224x224 270 MB.
+MAX_IN_MEMORY_BYTES = 4 << 30
 UNREADABLE = "cannot read this image (missing, truncated or not an image)"
 
 
@@ -76,21 +80,55 @@ Dataset = InMemory | Folder
 
 
 def load_source(text: str, input_shape: tuple[int, int, int], classes: int) -> Dataset:
-    """Read the dataset a `--data` string names; `classes` sizes synthetic labels."""
+    """Read the dataset a `--data` string names; `classes` sizes synthetic labels.
+
+    In-memory data is refused before it is made if, fitted to the input, it would take more
+    than MAX_IN_MEMORY_BYTES.
+    """
     kind, _, arg = text.partition(":")
-    where = Location(f"--data {text}")
+    where = Location(f"--data {text[:300]}")
+    _check_input(input_shape)
     if kind == "digits" and not arg:
-        return digits()
-    if kind == "synthetic":
-        if arg and not (arg.isdigit() and int(arg) > 0):
+        data = digits()
+    elif kind == "synthetic":
+        if arg and not (arg.isascii() and arg.isdigit() and len(arg) <= 12 and int(arg) > 0):
             raise TrainError("synthetic:N needs a positive number of training images", where)
-        return synthetic(input_shape, classes, int(arg or 2048))
-    if kind in ("cifar10", "imagefolder") and arg:
-        folder = Path(arg)
+        size = int(arg or 2048)
+        _check_in_memory(size + SYNTHETIC_TEST, input_shape, where)
+        return synthetic(input_shape, classes, size)
+    elif kind in ("cifar10", "imagefolder") and arg:
+        folder = user_path(arg, f"--data {kind}:DIR")
         if not folder.is_dir():
             raise TrainError("no such folder", Location(str(folder)))
-        return cifar10(folder) if kind == "cifar10" else image_folder(folder)
-    raise TrainError(f"unknown data source; expected one of {', '.join(SOURCES)}", where)
+        if kind == "imagefolder":
+            return image_folder(folder)
+        data = cifar10(folder)
+    else:
+        raise TrainError(f"unknown data source; expected one of {', '.join(SOURCES)}", where)
+    _check_in_memory(len(data.train) + len(data.test), input_shape, where)
+    return data
+
+
+def _check_input(shape: tuple[int, int, int]) -> None:
+    """Refuse an input size beyond what the trainer resizes images to."""
+    _, height, width = shape
+    if max(height, width) > MAX_SIDE:
+        raise TrainError(
+            f"the input is {height}x{width}; the trainer takes sides up to {MAX_SIDE}",
+            Location("spec input"),
+        )
+
+
+def _check_in_memory(count: int, shape: tuple[int, int, int], where: Location) -> None:
+    """Refuse in-memory data that, fitted to the input shape, would be over the bound."""
+    need = count * math.prod(shape)
+    if need > MAX_IN_MEMORY_BYTES:
+        channels, height, width = shape
+        raise TrainError(
+            f"{count:,} images of {channels}x{height}x{width} take {need:,} bytes; in-memory "
+            f"data is limited to {MAX_IN_MEMORY_BYTES:,} (use fewer images or a smaller input)",
+            where,
+        )
 
 
 def digits() -> InMemory:

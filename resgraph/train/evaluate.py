@@ -16,6 +16,7 @@ of any size, so there it is the per-channel mean of that image.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from resgraph.train.run import load_run
 Tensor = torch.Tensor
 TOP = (1, 5)
 MAX_INPUT = 8192
+PIXELS_PER_PASS = 1 << 22  # input pixels per forward pass of the fully-convolutional network
+VIEW_BYTES_PER_BATCH = 256 << 20  # multiscale views a loader batch may hold (square estimate)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Request:
     run: Path
     data: str | None = None
     test: str = "center"
-    scales: tuple[int, ...] = PAPER_SCALES
+    scales: tuple[int, ...] | None = None  # None: the paper's, scaled to the run's input
     checkpoint: str = "best"
     device: str = "cpu"
     test_size: int | None = None
@@ -92,6 +95,12 @@ def views_for(test: str, size: tuple[int, int], test_size: int, scales: Sequence
         return [augment.to_tensor(augment.resize_shorter(image, s)) for s in scales]
 
     return {"center": center, "10crop": ten, "multiscale": multiscale}[test]
+
+
+def default_scales(size: Sequence[int]) -> tuple[int, ...]:
+    """The paper's test scales for its 224 input, scaled to this input's shorter side."""
+    side = min(size)
+    return tuple(dict.fromkeys(max(1, round(s * side / 224)) for s in PAPER_SCALES))
 
 
 def _as_image(tensor: Tensor) -> Image.Image:
@@ -152,10 +161,13 @@ def score_scales(
         for i, views in enumerate(per_image):
             groups.setdefault(tuple(views[scale].shape), []).append(i)
         out: list[Tensor | None] = [None] * len(per_image)
-        for members in groups.values():
-            batch = torch.stack([per_image[i][scale] for i in members]).to(device)
-            for i, row in zip(members, score_map(model, batch, channel_mean), strict=True):
-                out[i] = row
+        for shape, members in groups.items():
+            step = max(1, PIXELS_PER_PASS // math.prod(shape[1:]))  # bounds activation memory
+            for begin in range(0, len(members), step):
+                part = members[begin : begin + step]
+                batch = torch.stack([per_image[i][scale] for i in part]).to(device)
+                for i, row in zip(part, score_map(model, batch, channel_mean), strict=True):
+                    out[i] = row
         results.append(torch.stack(out))  # type: ignore[arg-type]
     return results
 
@@ -261,6 +273,7 @@ class _Setup:
     device: torch.device
     items: Folder | Split
     shorter: int  # the largest shorter side a test image is resized to
+    scales: tuple[int, ...]
 
 
 def _setup(request: Request) -> _Setup:
@@ -283,22 +296,27 @@ def _setup(request: Request) -> _Setup:
     recipe = Recipe.model_validate(config["recipe"])
     device = torch.device(request.device)
     mean = _pixel_mean(state, recipe, config["choices"]["seed"], data, shape).to(device)
+    scales = request.scales or default_scales(shape[1:])
+    batch_size = request.batch_size or recipe.eval_batch_size
     if request.test == "multiscale":
-        model = fcn_model(config, compiled, state["model"], request.scales)
+        model = fcn_model(config, compiled, state["model"], scales)
+        if request.batch_size is None:
+            per_image = shape[0] * sum(s * s for s in scales)
+            batch_size = max(1, min(batch_size, VIEW_BYTES_PER_BATCH // per_image))
     model.to(device).eval()
     items: Folder | Split = data
     if isinstance(data, InMemory):  # fitted to the input size, as the trainer sees them
         items = Split(augment.fit(data.test.images, *shape), data.test.labels)
     test_size = max(request.test_size or recipe.test_size or 0, *shape[1:])
-    view = views_for(request.test, shape[1:], test_size, request.scales)
-    shorter = max(request.scales) if request.test == "multiscale" else test_size
+    view = views_for(request.test, shape[1:], test_size, scales)
+    shorter = max(scales) if request.test == "multiscale" else test_size
     loader = torch.utils.data.DataLoader(
         ViewSet(items, "L" if shape[0] == 1 else "RGB", view, shorter),
-        batch_size=request.batch_size or recipe.eval_batch_size,
+        batch_size=batch_size,
         num_workers=_workers(request, recipe, in_memory=isinstance(items, Split)),
         collate_fn=_keep_lists,
     )
-    return _Setup(source, model, loader, mean, device, items, shorter)
+    return _Setup(source, model, loader, mean, device, items, shorter, scales)
 
 
 def _scored(setup: _Setup, multiscale: bool) -> Iterator[Scored]:
@@ -349,7 +367,7 @@ def evaluate(request: Request) -> dict[str, Any]:
         "checkpoint": f"{request.checkpoint}.pt",
         "data": setup.source,
         "test": request.test,
-        "views_per_image": {"center": 1, "10crop": 10, "multiscale": len(request.scales)}[
+        "views_per_image": {"center": 1, "10crop": 10, "multiscale": len(setup.scales)}[
             request.test
         ],
         "images": images,
@@ -359,7 +377,7 @@ def evaluate(request: Request) -> dict[str, Any]:
     if request.test == "multiscale":
         result["scales"] = [
             {"scale": s, "top1_error": e[1] / images, "top5_error": e[5] / images}
-            for s, e in zip(request.scales, scale_errors, strict=True)
+            for s, e in zip(setup.scales, scale_errors, strict=True)
         ]
     return result
 

@@ -83,12 +83,26 @@ def _per_rank(recipe: Recipe, where: Placement, size: int) -> tuple[int, int]:
     return recipe.batch_size // where.world, steps
 
 
+def _mean(images: Tensor) -> Tensor:
+    """Per-pixel mean in [0, 1] of uint8 images, summed a chunk at a time (no float copy)."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
+    for begin in range(0, len(images), 1024):
+        total += images[begin : begin + 1024].sum(0, dtype=torch.float64)
+    return (total / len(images) / 255).float()
+
+
 class InMemoryBatches:
     """Batches from tensors held on the device, augmented there in one shot per batch."""
 
     def __init__(self, data: InMemory, recipe: Recipe, seed: int, where: Placement) -> None:
         channels, height, width = where.shape
         _check_lighting(recipe, channels)
+        if recipe.augment.pad > max(height, width):
+            raise TrainError(
+                f"augment.pad {recipe.augment.pad} is more than the {height}x{width} input; "
+                "crops would be mostly padding",
+                Location("recipe augment.pad"),
+            )
         train = Split(augment.fit(data.train.images, channels, height, width), data.train.labels)
         test = Split(augment.fit(data.test.images, channels, height, width), data.test.labels)
         self.splits = {"test": test}
@@ -105,7 +119,7 @@ class InMemoryBatches:
         self.per_rank, self.steps_per_epoch = _per_rank(recipe, where, len(train))
         self.images = train.images.to(where.device)
         self.labels = train.labels.to(where.device)
-        self.mean = self.images.float().mean(0).div_(255)
+        self.mean = _mean(self.images)
 
     def train(self, epoch: int, start: int) -> Iterator[Batch]:
         """This rank's batches of one epoch from step `start` on."""
