@@ -453,3 +453,209 @@ def test_image_bombs_are_named_before_decoding(
     assert done.stderr.startswith(f"{root / 'train' / 'b' / '9.png'}: ")
     assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert peak < 700, peak
+
+
+# --------------------------------------------------------------------------- metrics.jsonl
+
+GOOD_RECORD = '{"iteration": 4, "train_error": 0.5, "test_error": 0.5}\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD_RECORD.replace("4", "7" * 5000), ":1:1: a line over 4,096 bytes"),
+        (GOOD_RECORD.replace("4", "7" * 401), ":1:1: not a record: an integer of 401 digits"),
+        (GOOD_RECORD + "[" * 100_000 + "]" * 100_000 + "\n", ":2:1: a line over 4,096 bytes"),
+        (GOOD_RECORD + "[" * 1500 + "]" * 1500 + "\n", ":2:1: not a record: nested too deeply"),
+        (GOOD_RECORD.replace("0.5", "NaN", 1), ":1:1: not a record: NaN is not a finite number"),
+        (GOOD_RECORD.replace("0.5", "1e999", 1), ":1:1: not a record: 1e999 is not a finite"),
+        (GOOD_RECORD.replace("train", "tr\udcffain"), ":1:21: not UTF-8 text (byte 0xff)"),
+        (GOOD_RECORD * 2 + "\x00garbage\n", ":3:1: not JSON: Expecting value"),
+    ],
+)
+def test_plot_reads_metrics_with_bounds_and_places(
+    tmp_path: Path, cli, text: str, message: str
+) -> None:
+    (tmp_path / "metrics.jsonl").write_bytes(text.encode("utf-8", "surrogateescape"))
+    figure = tmp_path / "fig.png"
+    result = cli("plot", str(tmp_path), "-o", str(figure))
+    one_line(result, 1, f"{tmp_path / 'metrics.jsonl'}{message}")
+    assert not figure.exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"garbage\n", ":2:1: not JSON: Expecting value"),
+        (b'{"iteration": 1, "train_error": "x", "test_error": 0}\n', ":2:1: the record has no"),
+        (b'{"iteration": 1, "tr\xe9in_error": 0}\n', ":2:21: not UTF-8 text (byte 0xe9)"),
+    ],
+)
+def test_resume_refuses_a_damaged_record_it_would_keep(
+    copy_run: Callable[[], Path], cli, line: bytes, message: str
+) -> None:
+    run = copy_run()
+    path = run / "metrics.jsonl"
+    path.write_bytes(GOOD_RECORD.encode() + line)
+    _damage(run, "last.pt", _set("records", value=2))
+    before = path.read_bytes()
+    one_line(cli("train", "--resume", str(run), "--epochs", "2"), 1, f"{path}{message}")
+    assert path.read_bytes() == before
+
+
+def test_resume_drops_damaged_records_after_the_checkpoint(
+    copy_run: Callable[[], Path], cli
+) -> None:
+    run = copy_run()
+    path = run / "metrics.jsonl"
+    kept = path.read_bytes()
+    path.write_bytes(kept + b"\xff garbage a killed run left\n")
+    status, out, err = cli("train", "--resume", str(run))
+    assert status == 0, err
+    assert path.read_bytes() == kept and "already complete" in out
+
+
+# --------------------------------------------------------------------------- numbers and paths
+
+LONG = "x" * 300
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["train", RESNET20, "--seed", "1e23"], 2, "--seed: expected an integer, not '1e23'"),
+        (["train", RESNET20, "--seed", "-1"], 2, "--seed: expected an integer from 0 to"),
+        (["train", RESNET20, "--seed", "9" * 30], 2, "not 999999999999... (30 digits)"),
+        (["train", RESNET20, "--epochs", "0"], 2, "--epochs: expected an integer from 1"),
+        (["train", RESNET20, "--set", "lr=1e300"], 1, "recipe lr: Input should be less than"),
+        (["train", RESNET20, "--set", "lr=.inf"], 1, "recipe lr: Input should be a finite"),
+        (["train", RESNET20, "--set", "augment.pad=99999"], 1, "recipe augment.pad: Input should"),
+        (["train", RESNET20, "--set", "augment.pad=40"], 1, "augment.pad 40 is more than the"),
+        (["train", RESNET20, "--set", "test_size=10000"], 1, "recipe test_size: Input should"),
+        (["train", RESNET20, "--data", "synthetic:99999999999"], 1, "in-memory data is limited"),
+        (["train", RESNET20, "--data", "synthetic:²"], 1, "synthetic:N needs a positive number"),
+        (
+            ["train", RESNET20, "--set", "input.height=65536", "--set", "input.width=65536"],
+            1,
+            "spec input: the input is 65536x65536; the trainer takes sides up to 4096",
+        ),
+        (
+            ["train", RESNET20, "--set", "input.height=1500", "--set", "input.width=1500"],
+            1,
+            "--data digits: 1,797 images of 3x1500x1500 take 12,129,750,000 bytes",
+        ),
+        (["evaluate", "r", "--test-size", "1e24"], 2, "--test-size: expected an integer, not"),
+        (["evaluate", "r", "--test-size", "60000"], 2, "from 1 to 4,096, not 60000"),
+        (["evaluate", "r", "--scales", "224,60000"], 2, "--scales: expected an integer from 1"),
+        (["evaluate", "r", "--batch-size", "0"], 2, "--batch-size: expected an integer from 1"),
+        (["evaluate", "r", "--workers", "100000"], 2, "--workers: expected an integer from 0"),
+        (["train", RESNET20, "--out", f"/tmp/{LONG}"], 1, f"/tmp/{LONG}: --out: File name too"),
+        (["evaluate", f"/tmp/{LONG}"], 1, f"/tmp/{LONG}: RUN: File name too long"),
+        (["plot", f"/tmp/{LONG}", "-o", "x.png"], 1, f"/tmp/{LONG}: RUN: File name too long"),
+        (["plot", "r", "-o", f"/tmp/{LONG}.png"], 1, f"/tmp/{LONG}.png: -o: File name too long"),
+        (
+            ["train", RESNET20, "--data", f"cifar10:/tmp/{LONG}"],
+            1,
+            f"/tmp/{LONG}: --data cifar10:DIR: File name too long",
+        ),
+        (
+            ["analyze", "responses", "r", "-o", f"/tmp/{LONG}.png"],
+            1,
+            f"/tmp/{LONG}.png: -o: File name too long",
+        ),
+    ],
+)
+def test_bad_numbers_and_paths_are_one_line(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch, args: list[str], status: int, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path / "run")] if args[0] == "train" else args
+    result = cli(*args)
+    got, _, err = result
+    assert got == status, err
+    assert message in err and "Traceback" not in err and "internal error" not in err, err
+    assert err.count("\n") == 1 or status == 2, err  # argparse adds its usage line
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_evaluate_output_over_the_name_limit_is_one_line(tiny_run: Path, cli) -> None:
+    one_line(cli("evaluate", str(tiny_run), "-o", f"/tmp/{LONG}"), 1, "-o: File name too long")
+
+
+def test_seed_in_config_yaml_is_range_checked(copy_run: Callable[[], Path], cli) -> None:
+    run = copy_run()
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 0", "seed: 100000000000000000000000"))
+    result = cli("train", "--resume", str(run))
+    one_line(result, 1, "damaged config.yaml: choices.seed: Input should be less than or equal")
+
+
+@pytest.mark.parametrize(("name", "value"), [("WORLD_SIZE", "abc"), ("LOCAL_RANK", "-1")])
+def test_torchrun_environment_numbers_are_checked(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(name, value)
+    result = cli("train", RESNET20, "--out", str(tmp_path / "run"))
+    one_line(result, 1, f"environment variable {name}: expected an integer of")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_analyze_on_cuda_without_cuda_is_one_line(tiny_run: Path, cli, tmp_path: Path) -> None:
+    result = cli(
+        "analyze", "responses", str(tiny_run), "-o", str(tmp_path / "s.png"), "--device", "cuda"
+    )
+    one_line(result, 1, "--device: --device cuda, but no CUDA GPU is available")
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def test_a_folder_of_user_files_is_not_overwritten(tmp_path: Path, cli) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    files = {"config.yaml": b"mine: 1\n", "metrics.jsonl": b"{}\n", "best.pt": b"weights"}
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    result = cli("train", RESNET20, *TINY, "--epochs", "1", "--out", str(folder))
+    one_line(result, 1, f"{folder}: this folder is not empty (best.pt and 2 more) and holds no run")
+    assert {n: (folder / n).read_bytes() for n in files} == files
+    status, _, err = cli("train", RESNET20, *TINY, "--epochs", "1", "--out", str(folder), "--force")
+    assert status == 0, err
+    assert (folder / "best.pt").read_bytes()[:2] == b"PK" and (folder / "last.pt").is_file()
+
+
+def test_out_naming_a_file_is_one_line(tmp_path: Path, cli) -> None:
+    (tmp_path / "f").write_text("x")
+    one_line(cli("train", RESNET20, "--out", str(tmp_path / "f")), 1, "is a file, not a folder")
+
+
+def test_stale_checkpoint_temp_files_are_removed_on_the_next_write(
+    copy_run: Callable[[], Path], cli
+) -> None:
+    run = copy_run()
+    stale = [run / ".last.pt.k1ll3d_x.tmp", run / ".best.pt.abcdefgh.tmp"]
+    other = run / ".last.pt.notmine.tmp"  # not a name checkpoint.save makes: kept
+    for path in [*stale, other]:
+        path.write_bytes(b"half a checkpoint")
+    status, _, err = cli("train", "--resume", str(run), "--epochs", "2")
+    assert status == 0, err
+    assert [p.exists() for p in stale] == [False, False] and other.exists()
+
+
+@pytest.mark.parametrize("with_spec", [False, True])
+def test_resume_refuses_changed_values_with_or_without_spec(
+    copy_run: Callable[[], Path], cli, with_spec: bool
+) -> None:
+    run = copy_run()
+    spec = [RESNET20] if with_spec else []
+    for change, message in (
+        ("lr=0.5", "config.recipe.lr (0.1 then, 0.5 now)"),
+        ("n=2", "config.spec.params.n (1 then, 2 now)"),
+        ("stages=[{blocks: 1, width: 16}]", "config.spec.stages (3 items then, 1 now)"),
+    ):
+        result = cli("train", *spec, "--resume", str(run), "--set", change)
+        one_line(result, 1, f"cannot resume with different settings: {message}")
+    status, out, err = cli("train", *spec, "--resume", str(run), "--set", "lr=0.1")
+    assert status == 0 and "already complete" in out, err

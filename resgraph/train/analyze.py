@@ -16,7 +16,7 @@ from resgraph.train import TrainError
 from resgraph.train.datasets import load_source
 from resgraph.train.loaders import Placement, make_batches
 from resgraph.train.model import conv3x3_bns
-from resgraph.train.plot import save_figure
+from resgraph.train.plot import quiet, save_figure
 from resgraph.train.recipe import Recipe
 from resgraph.train.run import load_run
 
@@ -58,6 +58,7 @@ def responses(run: Path, which: str = "best.pt", device: str = "cpu") -> dict[st
     return {name: hook.std() for name, hook in moments.items()}
 
 
+@quiet
 def plot_responses(measured: dict[str, dict[str, float]], output: Path) -> None:
     """Two panels like Fig. 7: stds in layer order (top) and sorted in descending order (bottom)."""
     import matplotlib
