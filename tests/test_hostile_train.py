@@ -4,6 +4,7 @@ resgraph answers with one line and exit 1 or 2, within bounded memory, never exi
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import pathlib
@@ -26,6 +27,7 @@ from PIL import Image
 
 from resgraph.cli import main
 from resgraph.train import TrainError
+from resgraph.train import evaluate as ev
 from resgraph.train.datasets import MAX_CIFAR_BATCH_BYTES, load_source
 from tests.conftest import SPECS, run_cli
 from tests.test_train_data import write_cifar
@@ -659,3 +661,62 @@ def test_resume_refuses_changed_values_with_or_without_spec(
         one_line(result, 1, f"cannot resume with different settings: {message}")
     status, out, err = cli("train", *spec, "--resume", str(run), "--set", "lr=0.1")
     assert status == 0 and "already complete" in out, err
+
+
+# --------------------------------------------------------------------------- multiscale, messages
+
+
+def test_multiscale_defaults_follow_the_run_input(tiny_run: Path, tmp_path: Path, cli) -> None:
+    output = tmp_path / "ms.json"
+    status, _, err = cli("evaluate", str(tiny_run), "--test", "multiscale", "-o", str(output))
+    assert status == 0, err
+    result = json.loads(output.read_text())
+    assert [s["scale"] for s in result["scales"]] == [8, 9, 14, 17, 23]  # 224..640 x 8/224
+    assert result["images"] == 360 and err == ""
+
+
+def test_multiscale_passes_are_bounded_in_pixels(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "ten"
+    for split in ("train", "val"):
+        for label in range(10):
+            (root / split / f"c{label}").mkdir(parents=True)
+            Image.new("L", (40, 30), 20 * label).save(root / split / f"c{label}" / "0.png")
+    seen: list[tuple[int, ...]] = []
+    score_map = ev.score_map
+
+    def spy(model: torch.nn.Module, images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(images.shape))
+        return score_map(model, images, mean)
+
+    monkeypatch.setattr(ev, "score_map", spy)
+    monkeypatch.setattr(ev, "PIXELS_PER_PASS", 1 << 20)
+    request = ev.Request(
+        tiny_run, data=f"imagefolder:{root}", test="multiscale", scales=(8, 600), workers=0
+    )
+    result = ev.evaluate(request)
+    assert result["images"] == 10 and [s["scale"] for s in result["scales"]] == [8, 600]
+    big = [shape for shape in seen if min(shape[2:]) == 600]
+    assert sum(shape[0] for shape in big) == 10 and len(big) >= 3  # 600x800 x 10 in parts
+    assert max(n * h * w for n, _, h, w in seen) <= 1 << 20
+
+
+def test_image_folder_runs_print_no_library_warnings(tmp_path: Path) -> None:
+    root = _image_folder(tmp_path / "images")
+    palette = Image.new("P", (40, 30), 3)
+    palette.info["transparency"] = b"\x00\x01"  # PIL warns when such an image becomes RGB
+    palette.save(root / "train" / "a" / "9.png", transparency=b"\x00\x01")
+    done = run_cli(
+        "train",
+        RESNET20,
+        "--data",
+        f"imagefolder:{root}",
+        *IMAGE_TRAIN,
+        "--set",
+        "workers=64",  # more than the cores: DataLoader would warn at length
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
