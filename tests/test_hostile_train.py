@@ -720,3 +720,14 @@ def test_image_folder_runs_print_no_library_warnings(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_a_million_cifar_class_names_are_refused(tmp_path: Path) -> None:
+    folder = write_cifar(tmp_path / "cifar")
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"x"] * 1_000_000}))
+    with pytest.raises(TrainError) as caught:
+        load_source(f"cifar10:{folder}", (3, 32, 32), 10)
+    assert str(caught.value) == (
+        f"{folder / 'batches.meta'}: b'label_names' lists 1,000,000 classes; at most 100,000 "
+        "are taken"
+    )

@@ -224,8 +224,10 @@ def _check_resumable(
     where: Location,
 ) -> None:
     """Every entry a resumed trainer restores: shaped like a fresh trainer's, values in range."""
+    # CUDA RNG states: as many as the saving machine had GPUs (none on a CPU machine)
+    reference = {**fresh, "rng": {**fresh["rng"], "cuda": []}}
     for key in ("scheduler", "position", "totals", "best", "records", "rng"):
-        problem = _unlike(state[key], fresh[key], key)
+        problem = _unlike(state[key], reference[key], key)
         if problem:
             raise TrainError(f"damaged checkpoint: {problem}", where)
     position, (kind, _, index, has_gauss, _) = state["position"], state["rng"]["numpy"]
@@ -272,7 +274,7 @@ def _unlike(found: Any, reference: Any, path: str) -> str | None:
     if isinstance(reference, list | tuple):
         if not isinstance(found, list | tuple):
             return f"{path} is not a list"
-        if not reference:  # CUDA RNG states: as many as the saving machine had GPUs
+        if not reference:  # any number of states, each a uint8 tensor
             tensors = all(isinstance(f, torch.Tensor) and f.dtype == torch.uint8 for f in found)
             return None if tensors else f"{path} is not a list of uint8 tensors"
         if len(found) != len(reference):

@@ -40,6 +40,7 @@ MAX_IMAGE_PIXELS = 50_000_000
 # In-memory data (digits, synthetic, CIFAR-10) fitted to the input, as uint8: CIFAR-10 at
 # 32x32 takes 184 MB, the digits at 224x224 270 MB.
 MAX_IN_MEMORY_BYTES = 4 << 30
+MAX_CLASSES = 100_000  # sizes the head: a CIFAR batches.meta or an image folder's classes
 UNREADABLE = "cannot read this image (missing, truncated or not an image)"
 
 
@@ -282,6 +283,11 @@ def cifar10(folder: Path) -> InMemory:
         raise TrainError(
             "batches.meta has no b'label_names' list", Location(str(folder / "batches.meta"))
         )
+    if len(names) > MAX_CLASSES:
+        raise TrainError(
+            f"b'label_names' lists {len(names):,} classes; at most {MAX_CLASSES:,} are taken",
+            Location(str(folder / "batches.meta")),
+        )
     parts = [_cifar_batch(folder / name, len(names)) for name in CIFAR_TRAIN]
     train = Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
     return InMemory(train, _cifar_batch(folder / "test_batch", len(names)), len(names))
@@ -373,4 +379,9 @@ def image_folder(root: Path) -> Folder:
     classes = sorted(p.name for p in train.iterdir() if p.is_dir())
     if not classes:
         raise TrainError("no class folders", Location(str(train)))
+    if len(classes) > MAX_CLASSES:
+        raise TrainError(
+            f"{len(classes):,} class folders; at most {MAX_CLASSES:,} are taken",
+            Location(str(train)),
+        )
     return Folder(_class_files(train, classes), _class_files(root / "val", classes), len(classes))
