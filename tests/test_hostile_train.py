@@ -731,3 +731,18 @@ def test_a_million_cifar_class_names_are_refused(tmp_path: Path) -> None:
         f"{folder / 'batches.meta'}: b'label_names' lists 1,000,000 classes; at most 100,000 "
         "are taken"
     )
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_config_yaml_that_is_not_a_file_is_refused_without_reading(
+    copy_run: Callable[[], Path], cli, kind: str
+) -> None:
+    run = copy_run()
+    config = run / "config.yaml"
+    config.unlink()
+    if kind == "device":
+        config.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(config)
+    for command in (("evaluate", str(run)), ("train", "--resume", str(run))):
+        one_line(cli(*command), 1, f"{config}: not a regular file, so not a config.yaml")

@@ -5,6 +5,7 @@ Nothing here imports torch at import time, so `resgraph --help` stays fast.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from resgraph.errors import Location, SpecError
@@ -27,3 +28,23 @@ def user_path(text: str, what: str) -> Path:
         reason = getattr(exc, "strerror", None) or "not a usable path"
         raise TrainError(f"{what}: {reason}", Location(text)) from None
     return path
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, refusing one over `limit` before reading it."""
+    where = Location(str(path))
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise TrainError(f"not a regular file, so not a {what}", where)
+        if info.st_size > limit:
+            raise TrainError(f"{info.st_size:,} bytes; a {what} is limited to {limit:,}", where)
+        with path.open("rb") as handle:
+            raw = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise TrainError(f"missing {what}", where) from None
+    except OSError as exc:
+        raise TrainError(f"cannot read {what}: {exc.strerror or exc}", where) from None
+    if len(raw) > limit:  # it grew while being read
+        raise TrainError(f"over {limit:,} bytes; a {what} is limited to that", where)
+    return raw

@@ -12,7 +12,6 @@ import io
 import math
 import pickle
 import re
-import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from PIL import Image
 
 from resgraph.argtypes import MAX_SIDE
 from resgraph.errors import Location
-from resgraph.train import TrainError, user_path
+from resgraph.train import TrainError, read_bounded, user_path
 
 SOURCES = ("digits", "synthetic[:N]", "cifar10:DIR", "imagefolder:DIR")
 CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -220,29 +219,9 @@ class _ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"it refers to {module}.{name}")
 
 
-def _read_bounded(path: Path, limit: int, what: str) -> bytes:
-    """A regular file's bytes, refusing one over `limit` before reading it."""
-    where = Location(str(path))
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise TrainError(f"not a regular file, so not a {what}", where)
-        if info.st_size > limit:
-            raise TrainError(f"{info.st_size:,} bytes; a {what} is limited to {limit:,}", where)
-        with path.open("rb") as handle:
-            raw = handle.read(limit + 1)
-    except FileNotFoundError:
-        raise TrainError(f"missing {what}", where) from None
-    except OSError as exc:
-        raise TrainError(f"cannot read {what}: {exc.strerror or exc}", where) from None
-    if len(raw) > limit:  # it grew while being read
-        raise TrainError(f"over {limit:,} bytes; a {what} is limited to that", where)
-    return raw
-
-
 def _unpickle(path: Path) -> dict[bytes, Any]:
     where = Location(str(path))
-    raw = _read_bounded(path, MAX_CIFAR_BATCH_BYTES, "CIFAR-10 batch file")
+    raw = read_bounded(path, MAX_CIFAR_BATCH_BYTES, "CIFAR-10 batch file")
     try:
         data = _ArraysOnly(io.BytesIO(raw), encoding="bytes").load()
     except (EOFError, pickle.UnpicklingError) as exc:

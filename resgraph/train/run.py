@@ -31,7 +31,14 @@ from resgraph.errors import Location, SpecError
 from resgraph.load import Document, parse_yaml
 from resgraph.output import write_atomic
 from resgraph.pipeline import Compiled, compile_spec
-from resgraph.train import TrainError, checkpoint, distributed, metrics, user_path
+from resgraph.train import (
+    TrainError,
+    checkpoint,
+    distributed,
+    metrics,
+    read_bounded,
+    user_path,
+)
 from resgraph.train.datasets import Dataset, InMemory, load_source
 from resgraph.train.loaders import Placement, make_batches
 from resgraph.train.loop import Speed, Trainer
@@ -40,6 +47,7 @@ from resgraph.train.recipe import Recipe, load_recipe, split_overrides
 from resgraph.train.schedule import LrSchedule
 
 CONFIG = "config.yaml"
+MAX_CONFIG_BYTES = 1 << 20  # a run's config.yaml is a few KB
 RUN_FILES = (CONFIG, "metrics.jsonl", "last.pt", "best.pt")
 LENGTH_KEYS = ("epochs", "iterations")
 
@@ -168,11 +176,9 @@ class _RunConfig(BaseModel):
 
 def _config_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_bounded(path, MAX_CONFIG_BYTES, CONFIG).decode("utf-8")
     except UnicodeDecodeError:
         raise TrainError(f"damaged {CONFIG}: not UTF-8 text", Location(str(path))) from None
-    except OSError as exc:
-        raise TrainError(f"cannot read {CONFIG}: {exc.strerror}", Location(str(path))) from None
 
 
 def _check_config(doc: Document, path: Path) -> None:
@@ -195,7 +201,7 @@ def _check_config(doc: Document, path: Path) -> None:
 def read_config(run: Path) -> dict[str, Any]:
     """A run folder's config.yaml, checked: a damaged one is refused with its location."""
     path = user_path(str(run), "RUN") / CONFIG
-    if not path.is_file():
+    if not path.exists():
         raise TrainError(f"no {CONFIG} here; is this a training run's folder?", Location(str(run)))
     try:
         doc = parse_yaml(_config_text(path), str(path))
