@@ -16,7 +16,7 @@ MAX_BATCH = 65_536  # images in one batch
 MAX_WORKERS = 256  # data loader processes
 MAX_EPOCHS = 1_000_000
 MAX_ITERATIONS = 10**9
-MAX_LR = 1e3  # far above any useful rate, and representable in float16
+MAX_LR = 1e6  # far above any useful rate (a test makes a run diverge with 1e4)
 
 
 def _integer(text: str) -> int:

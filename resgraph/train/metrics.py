@@ -103,7 +103,7 @@ def _record(line: bytes, where: Location, required: Sequence[str]) -> dict[str, 
     """One line as a record: a JSON object with numbers for the `required` keys."""
     at = Location(where.file, where.line, 1)
     try:
-        text = line.decode("utf-8")
+        text = line.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         raise TrainError(
             f"not UTF-8 text (byte 0x{line[exc.start]:02x})",
