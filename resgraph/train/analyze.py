@@ -49,7 +49,7 @@ def responses(run: Path, which: str = "best.pt", device: str = "cpu") -> dict[st
     data = load_source(config["choices"]["data"], shape, config["classes"])
     recipe = Recipe.model_validate(config["recipe"])
     batches = make_batches(data, recipe, config["choices"]["seed"], Placement(shape, 0, 1, where))
-    moments = {name: _Moments() for name in conv3x3_bns(compiled.graph)}
+    moments = {name: _Moments() for name in conv3x3_bns(compiled.network)}
     for name, hook in moments.items():
         model.get_submodule(name).register_forward_hook(hook)
     model.to(where).eval()

@@ -222,7 +222,7 @@ def fcn_model(
     The pool window is the final feature map at the training input, so at that size the
     output equals the ordinary network's; every scale is checked against the shape pass.
     """
-    final = compiled.graph.nodes["avgpool"]["in_shapes"][0]
+    final = compiled.network.nodes["avgpool"].in_shape
     _, height, width = final
     if height != width:
         raise TrainError(

@@ -1,10 +1,10 @@
-"""The trainer's only contact with the compiler: a module from a compiled spec, and graph facts."""
+"""The trainer's only contact with the compiler: a module from a compiled spec, and IR facts."""
 
 from __future__ import annotations
 
-import networkx as nx
 import torch
 
+from resgraph.ir import Network
 from resgraph.pipeline import Compiled
 
 
@@ -15,23 +15,21 @@ def model_from_spec(compiled: Compiled, num_classes: int) -> torch.nn.Module:
     return build_module(compiled, num_classes=num_classes)
 
 
-def weighted_layers(graph: nx.DiGraph) -> int:
+def weighted_layers(network: Network) -> int:
     """Depth as the paper counts it: convolutions and fc layers, projection shortcuts excluded."""
     return sum(
         1
-        for _, node in graph.nodes(data=True)
-        if node["op"] in ("conv", "linear") and node.get("role") != "shortcut"
+        for node in network.nodes.values()
+        if node.op in ("conv", "linear") and node.role != "shortcut"
     )
 
 
-def conv3x3_bns(graph: nx.DiGraph) -> list[str]:
+def conv3x3_bns(network: Network) -> list[str]:
     """Names of the BN layers right after each 3x3 convolution, in the network's order."""
-    names = []
-    for name in nx.topological_sort(graph):
-        node = graph.nodes[name]
-        if node["op"] != "bn":
-            continue
-        source = graph.nodes[node["inputs"][0]]
-        if source["op"] == "conv" and source["attrs"].get("kernel") == 3:
-            names.append(name)
-    return names
+    return [
+        node.name
+        for node in network.nodes.values()
+        if node.op == "bn"
+        and network.nodes[node.inputs[0]].op == "conv"
+        and network.nodes[node.inputs[0]].attrs.kernel == 3
+    ]

@@ -349,7 +349,9 @@ def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path,
     torch.manual_seed(choices["seed"])
     model = model_from_spec(compiled, data.classes)
     total = recipe.iterations or recipe.epochs * batches.steps_per_epoch
-    warm = recipe.warmup is not None and weighted_layers(compiled.graph) >= recipe.warmup.min_layers
+    warm = (
+        recipe.warmup is not None and weighted_layers(compiled.network) >= recipe.warmup.min_layers
+    )
     trainer = Trainer(
         model,
         batches,
