@@ -25,7 +25,10 @@ line naming the mechanism, then the spec as YAML to reproduce it:
 
 from __future__ import annotations
 
+import ast
+import copy
 import math
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -176,7 +179,7 @@ def _stage(mechanism: str, action: Callable[[], Any]) -> Any:
             _fail(f"{mechanism}: improper SpecError", problem)
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = " ".join(str(exc).split())[:300]
         _fail(f"{mechanism} raised {type(exc).__name__}", first)
 
 
@@ -376,15 +379,114 @@ def _check_onnx(
         _close(f"onnxruntime{flag} differs from the eval-mode module", got, reference.numpy())
 
 
+# ---------------------------------------------------------------- minimising a failure
+
+
+def mechanism(verdict: str) -> str:
+    """A verdict with its numbers blanked: failures of one mechanism share it."""
+    return re.sub(r"\d[\d,.]*(e-?\d+)?", "N", verdict)
+
+
+def reduce(spec: Mapping[str, Any], budget: int = 2000) -> dict[str, Any]:
+    """A smaller spec that fails the same way: greedily drop keys and list items, write
+    layers bare, shrink numbers, while the mechanism stays the same (at most `budget` tries)."""
+    target = mechanism(outcome(spec))
+    if target == "ok" or target.startswith("rejected"):
+        raise ValueError(f"nothing to reduce: {target}")
+    best: Any = copy.deepcopy(dict(spec))
+    tries = 0
+    changed = True
+    while changed and tries < budget:
+        changed = False
+        for candidate in _smaller(best):
+            tries += 1
+            if mechanism(outcome(candidate)) == target:
+                best, changed = candidate, True
+                break
+            if tries >= budget:
+                break
+    return best
+
+
+def _smaller(tree: Any) -> Any:
+    """Every one-step simplification of a spec tree, biggest steps first."""
+    for path, _ in list(_walk(tree, ())):
+        if path:
+            yield _without(tree, path)
+    for path, value in list(_walk(tree, ())):
+        if isinstance(value, dict) and len(value) == 1:
+            ((op, args),) = value.items()
+            if isinstance(args, dict) and not any(k in args for k in ("out", "kernel")):
+                yield _replaced(tree, path, op)
+        if isinstance(value, int) and not isinstance(value, bool):
+            for smaller in sorted({1, 2, value // 2, value - 1}):
+                if 0 < smaller < value:
+                    yield _replaced(tree, path, smaller)
+        if isinstance(value, str) and (number := _constant(value)) is not None:
+            yield _replaced(tree, path, number)
+
+
+def _constant(text: str) -> int | None:
+    """The value of an expression of int literals (`2 * 3 - 3`, `max(4, 1)`), else None."""
+    ops = {ast.Add: int.__add__, ast.Sub: int.__sub__, ast.Mult: int.__mul__}
+
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("max", "min"):
+            return (max if node.func.id == "max" else min)(value(a) for a in node.args)
+        raise ValueError(text)
+
+    try:
+        return value(ast.parse(text, mode="eval").body)
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _walk(tree: Any, path: tuple[Any, ...]) -> Any:
+    yield path, tree
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _walk(value, (*path, key))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from _walk(value, (*path, i))
+
+
+def _without(tree: Any, path: tuple[Any, ...]) -> Any:
+    result = copy.deepcopy(tree)
+    parent = result
+    for part in path[:-1]:
+        parent = parent[part]
+    del parent[path[-1]]
+    return result
+
+
+def _replaced(tree: Any, path: tuple[Any, ...], value: Any) -> Any:
+    result = copy.deepcopy(tree)
+    parent = result
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[path[-1]] = value
+    return result
+
+
 def main(argv: list[str]) -> int:
-    """Check spec files given on the command line; print one verdict each."""
+    """Check spec files given on the command line; print one verdict each. With --reduce,
+    also print a minimised spec that fails the same way."""
     torch.set_num_threads(1)
+    shrink = "--reduce" in argv
     status = 0
-    for name in argv:
+    for name in (a for a in argv if a != "--reduce"):
         spec = yaml.safe_load(Path(name).read_text(encoding="utf-8"))
         verdict = outcome(spec)
         print(f"{name}: {verdict}")
-        status |= verdict not in ("ok", "rejected", "rejected by the PyTorch backend")
+        failed = verdict not in ("ok", "rejected", "rejected by the PyTorch backend")
+        status |= failed
+        if failed and shrink:
+            print(as_yaml(reduce(spec)))
     return status
 
 
