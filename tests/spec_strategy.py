@@ -45,6 +45,27 @@ LIBRARY_LAYERS = {
     "preact_bottleneck": ["bn1", "relu1", "conv1", "bn2", "relu2", "conv2", "bn3", "relu3"],
 }
 USER_BLOCKS = ["u1", "u2"]  # every spec defines two block types of its own
+# Identifiers the generated source uses itself: as a block's `let` name, a block type's name
+# or a stage's name they must be rejected or renamed, never shadow what the code calls.
+RISKY_NAMES = [
+    "max",
+    "min",
+    "SqueezeExcite",
+    "ZeroPadShortcut",
+    "ConvClassifier",
+    "projection",
+    "fold_batchnorm",
+    "build_model",
+    "print",
+    "RandomNet",
+]
+
+
+def risky_let(draw: st.DrawFn) -> dict[str, Any]:
+    """Rarely, an extra `let` value named like something the generated code calls."""
+    if draw(st.integers(0, 7)):
+        return {}
+    return {draw(st.sampled_from(RISKY_NAMES[:-1])): "1"}
 
 
 def number(draw: st.DrawFn, value: int) -> int | str:
@@ -181,7 +202,10 @@ def classic_block(draw: st.DrawFn, eps: float) -> dict[str, Any]:
     names = [next(iter(layer.values()))["name"] for layer in branch]
     block: dict[str, Any] = {
         "params": {"e": draw(st.integers(1, 2)), "g": draw(st.sampled_from([1, 2]))},
-        "let": {"mid": draw(st.sampled_from(["width", "max(width // g, 1) * g", "in_channels"]))},
+        "let": {
+            "mid": draw(st.sampled_from(["width", "max(width // g, 1) * g", "in_channels"])),
+            **risky_let(draw),
+        },
         "stride_on": draw(st.sampled_from([n for n in names if n.startswith(("conv", "pool"))])),
         "layers": [*branch, "add", *post],
     }
@@ -344,7 +368,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         if not draw(st.integers(0, 3)):
             stage["shortcut"] = shortcut(draw, eps)
         if not draw(st.integers(0, 4)):
-            stage["name"] = f"stage{i}"
+            stage["name"] = draw(st.sampled_from([f"stage{i}", f"stage{i}", "layer1", "features"]))
         stages.append(stage)
     the_head = head(draw, eps)
     height = draw(st.integers(5, 40))
@@ -363,4 +387,17 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         spec["init"] = {"zero_init_residual": draw(st.booleans())}
+    if not draw(st.integers(0, 9)):  # a block type named like a library one, or like code
+        rename_block_type(spec, "u1", draw(st.sampled_from(["basic", "bottleneck", *RISKY_NAMES])))
     return spec
+
+
+def rename_block_type(spec: dict[str, Any], old: str, new: str) -> None:
+    """Rename a block type the spec defines, and every use of it."""
+    spec["block_types"] = {new if k == old else k: v for k, v in spec["block_types"].items()}
+    for owner in [spec, *spec["stages"]]:
+        use = owner.get("block")
+        if use == old:
+            owner["block"] = new
+        elif isinstance(use, dict) and use.get("type") == old:
+            use["type"] = new
