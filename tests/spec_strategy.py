@@ -157,7 +157,14 @@ def free_block(draw: st.DrawFn, eps: float) -> dict[str, Any]:
             names.append("last_bn")
     post = draw(
         st.sampled_from(
-            [[], ["relu"], [{"bn": bn_args(draw, eps)}, "relu"], ["relu", {"se": {"reduction": 2}}]]
+            [
+                [],
+                ["relu"],
+                [{"bn": bn_args(draw, eps)}, "relu"],
+                ["relu", {"se": {"reduction": 2}}],
+                # a conv after the add may change the block's output channels
+                [{"conv": {"name": "post", "out": "width * 2", "kernel": 1}}, "relu"],
+            ]
         )
     )
     has_add = draw(st.integers(0, 6)) > 0
