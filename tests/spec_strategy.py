@@ -57,8 +57,11 @@ RISKY_NAMES = [
     "fold_batchnorm",
     "build_model",
     "print",
+    "__class__",
     "RandomNet",
 ]
+# Stem and head layer names that the ONNX graph or the generated module also use.
+RISKY_LAYER_NAMES = ["logits", "batch", "x", "out", "identity", "stride", "torch", "nn"]
 
 
 def risky_let(draw: st.DrawFn) -> dict[str, Any]:
@@ -305,7 +308,7 @@ def stem_layers(draw: st.DrawFn, eps: float) -> list[Any]:
         stem: list[Any] = [
             {
                 "conv": {
-                    "name": "conv1",
+                    "name": draw(st.sampled_from(["conv1"] * 9 + RISKY_LAYER_NAMES)),
                     **conv_args(draw, number(draw, draw(st.integers(2, 12))), in_block=False),
                 }
             }
@@ -343,6 +346,7 @@ def head(draw: st.DrawFn, eps: float) -> dict[str, Any]:
                 [{"bn": {"name": "norm", **bn_args(draw, eps)}}, "relu"],
                 [{"bn": bn_args(draw, eps)}, "relu", {"se": {"reduction": 2}}],
                 [{"conv": {"name": "head_conv", "out": 6, "kernel": 1}}, {"bn": {}}, "relu"],
+                [{"relu": {"name": draw(st.sampled_from(RISKY_LAYER_NAMES))}}],
                 [{"maxpool": {"kernel": 2, "ceil_mode": True}}],
             ]
         )
