@@ -20,7 +20,9 @@ Every access to resgraph's internals goes through the adapters in the first sect
 new compiler core changes only them. A failure raises `Disagreement`, whose message is one
 line naming the mechanism, then the spec as YAML to reproduce it:
 
-    python -m tests.differential spec.yaml      # check one spec file, print the verdict
+    python -m tests.differential spec.yaml            # check one spec file, print the verdict
+    python -m tests.differential spec.yaml --reduce   # ... and minimise it if it fails
+    python -m tests.differential --campaign 5000 7 failures/   # count mechanisms, keep examples
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import math
 import re
 import sys
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -481,10 +485,66 @@ def _replaced(tree: Any, path: tuple[Any, ...], value: Any) -> Any:
     return result
 
 
+# ---------------------------------------------------------------- campaigns
+
+
+def campaign(examples: int, seed: int, folder: Path | None = None) -> Counter[str]:
+    """Run `examples` random specs without stopping at failures; count verdicts by mechanism
+    and, with `folder`, keep the shortest failing spec of each mechanism there as YAML."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as fixed_seed
+
+    from tests.spec_strategy import specs
+
+    counts: Counter[str] = Counter()
+    shortest: dict[str, str] = {}
+
+    @fixed_seed(seed)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(specs())
+    def run(spec: dict[str, Any]) -> None:
+        verdict = outcome(spec)
+        key = re.sub(r"\[[^\]]*\]", "[...]", mechanism(verdict))[:160]
+        counts[key] += 1
+        text = as_yaml(spec)
+        failed = verdict != "ok" and not verdict.startswith("rejected")
+        if failed and (key not in shortest or len(text) < len(shortest[key])):
+            shortest[key] = text
+            if folder is not None:
+                _save_failures(folder, shortest)
+
+    run()
+    return counts
+
+
+def _save_failures(folder: Path, shortest: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("failure_*.yaml"):
+        old.unlink()
+    for i, (key, text) in enumerate(sorted(shortest.items())):
+        (folder / f"failure_{i:02d}.yaml").write_text(f"# {key}\n{text}", encoding="utf-8")
+
+
 def main(argv: list[str]) -> int:
     """Check spec files given on the command line; print one verdict each. With --reduce,
     also print a minimised spec that fails the same way."""
     torch.set_num_threads(1)
+    if argv[:1] == ["--campaign"]:  # --campaign EXAMPLES [SEED [FOLDER]]
+        examples, seed = int(argv[1]), int(argv[2]) if len(argv) > 2 else 0
+        folder = Path(argv[3]) if len(argv) > 3 else None
+        started = time.perf_counter()
+        counts = campaign(examples, seed, folder)
+        seconds = time.perf_counter() - started
+        print(f"{examples} specs in {seconds:.0f} s ({examples / seconds:.1f}/s), seed {seed}")
+        for key, count in counts.most_common():
+            print(f"{count:6d}  {key}")
+        return int(any(k != "ok" and not k.startswith("rejected") for k in counts))
     shrink = "--reduce" in argv
     status = 0
     for name in (a for a in argv if a != "--reduce"):
