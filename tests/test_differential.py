@@ -56,3 +56,13 @@ def test_random_specs_are_rejected_or_agree_everywhere(spec: dict[str, Any]) -> 
 def test_regression(path: Path) -> None:
     """Every spec a campaign (or the issue) found failing: rejected or agreeing, now."""
     check_spec(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("name", ["cifar_resnet", "preact_resnet18", "resnet18"])
+def test_shipped_specs_agree(name: str) -> None:
+    """The oracle's control: shipped networks (at 32x32, n=1) pass every check today."""
+    spec = yaml.safe_load((REGRESSIONS.parent.parent / "specs" / f"{name}.yaml").read_text())
+    spec["input"] = {**spec["input"], "height": 32, "width": 32}
+    if "n" in spec.get("params", {}):
+        spec["params"]["n"] = 1
+    assert check_spec(spec) == "ok"
