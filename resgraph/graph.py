@@ -29,6 +29,7 @@ from resgraph.ir import (
     Shortcut,
     Stage,
 )
+from resgraph.language import check_attribute
 from resgraph.ops import OPS
 from resgraph.ops.base import concrete, evaluate, fmt
 from resgraph.ops.conv import ConvAttrs
@@ -58,6 +59,8 @@ def templates(
     """
     out = []
     for i, (layer, name) in enumerate(zip(layers, names, strict=True), start=offset):
+        if layer.op != "add":  # every other layer becomes a module attribute of that name
+            check_attribute(name, where(i, layer.op, "name") or where(i))
         op = OPS[layer.op]
         attrs = op.resolve(layer.args, channels)
         if name == stride_on and hasattr(attrs, "stride"):  # else _check_stride_on says why
@@ -171,6 +174,7 @@ class _Builder:
         blocks: dict[str, Block] = {}
         stages: list[Stage] = []
         for stage in self.plan.stages:
+            check_attribute(stage.name, stage.where("name"))
             for plan in stage.blocks:
                 x, blocks[plan.name] = self.block(plan, x, stage.name)
             stages.append(
@@ -196,6 +200,7 @@ class _Builder:
         """Pool and classify: globally (fc), or fully convolutionally (fcn) for any input size."""
         head = self.plan.spec.head
         classes = self.plan.classes
+        check_attribute(head.name, where("name"))
         if head.kind == "fc":
             x = self.add(
                 "avgpool", "global_avgpool", NoAttrs(), [x], where("pool"), "head avgpool", "head"

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from resgraph import expr
+from resgraph.errors import Location, SpecError
 
 MAX_SIZE = 1 << 16  # channels, spatial sizes, classes: far beyond any real network
 MAX_BLOCKS = 1 << 20
@@ -140,3 +141,81 @@ LAYER_NAME_HELP = (
 def layer_name() -> Any:
     """The optional `name` field every op's settings have."""
     return Field(None, description=LAYER_NAME_HELP)
+
+
+# nn.Module attributes a layer or stage name must not shadow.
+MODULE_ATTRIBUTES = frozenset(
+    {
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+        "downsample",
+        "reset_parameters",
+    }
+)
+
+
+def check_attribute(name: str, where: Location | None) -> None:
+    """Refuse a name for a generated module attribute (a layer, a stage, the classifier) that
+    nn.Module reserves or would shadow, with its location: checked when the IR is built."""
+    if name.startswith("_"):
+        # nn.Module keeps _names for itself (_modules, ...) and Python mangles __names
+        # inside a class, so the state_dict key would not be the graph's name.
+        raise SpecError(
+            f"the name {name!r} starts with an underscore, which torch.nn.Module reserves; "
+            "rename it",
+            where,
+        )
+    if name in MODULE_ATTRIBUTES:
+        raise SpecError(f"the name {name!r} would shadow torch.nn.Module.{name}; rename it", where)

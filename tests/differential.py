@@ -195,8 +195,8 @@ def _check(spec: Mapping[str, Any]) -> str:
     torch.manual_seed(0)  # the generated init draws from torch's global generator
     try:
         model = _stage("build module", lambda: build(compiled))
-    except REJECTION:
-        return "rejected by the PyTorch backend"
+    except REJECTION as exc:  # what validates must build: only the front end may reject
+        _fail("the PyTorch backend rejected a spec that validated", str(exc))
     facts = nodes(compiled)
     _check_init(compiled, model, facts)
     _randomise(model)

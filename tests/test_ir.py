@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
 from resgraph.backends.pytorch import Options, build_module, render_module
+from resgraph.errors import SpecError
 from resgraph.ops import LANGUAGE, OPS
 from resgraph.pipeline import Compiled, compile_spec
 from resgraph.spec import Layer
@@ -142,3 +144,13 @@ def test_every_language_op_is_one_definition() -> None:
         assert op.name == name
         if op.language is not None:
             assert op.language.model_fields["name"].default is None
+
+
+def test_validate_refuses_what_the_generated_module_could_not_hold(write_spec: WriteSpec) -> None:
+    # a layer named like an nn.Module attribute validated, then failed only at compile
+    text = BLOCK.format(
+        shortcut="B", source="c0", kernel=3, layers="      - bn: {name: forward}", width=8, stride=1
+    )
+    with pytest.raises(SpecError, match="would shadow torch.nn.Module.forward") as caught:
+        compile_spec(write_spec(text))
+    assert caught.value.location is not None and caught.value.location.line == 11

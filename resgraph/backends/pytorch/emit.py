@@ -19,7 +19,7 @@ import jinja2
 
 from resgraph import __version__, expr
 from resgraph.backends.pytorch.format import format_source
-from resgraph.backends.pytorch.names import MODULE_NAMES, camel, check_attribute, comment, docstring
+from resgraph.backends.pytorch.names import MODULE_NAMES, camel, comment, docstring
 from resgraph.errors import SpecError
 from resgraph.ir import INPUT, Block, BlockTemplate, LayerTemplate, Network, Node
 from resgraph.ops import OPS
@@ -133,7 +133,6 @@ class _Renderer:
         shared = False  # the previous output is also read elsewhere: no in-place op on it
         for i, layer in enumerate(layers):
             if layer.name not in folded:
-                check_attribute(layer.name, layer.loc)
                 inplace = not (first and i == 0) and not shared
                 channels = expr.render(layer.channels)
                 ctor = _constructor(layer, channels, layer.name in biased, inplace)
@@ -243,7 +242,6 @@ class _Renderer:
         """Stem or head layers: concrete modules on the network itself."""
         for name in names:
             node = self.network.nodes[name]
-            check_attribute(name, node.loc)
             if name in self.folds:
                 continue
             inplace = node.inputs[0] != INPUT
@@ -258,7 +256,6 @@ class _Renderer:
         """Pool and classifier; the fcn classifier is a 1x1 conv loading fc weights."""
         net = self.network
         name = net.output
-        check_attribute(name, net.nodes[name].loc)
         channels = net.nodes[name].in_shape[0]
         if net.head_kind == "fc":
             init += [
@@ -297,7 +294,6 @@ class _Renderer:
         forward: list[str] = []
         self.top_layers(net.stem, init, forward)
         for stage in net.stages:
-            check_attribute(stage.name, stage.loc)
             calls = [self.block_call(net.blocks[b]) for b in stage.blocks]
             runs: list[tuple[str, int]] = []
             for call in calls:

@@ -10,70 +10,10 @@ import keyword
 import re
 import textwrap
 
-from resgraph.errors import Location, SpecError
-from resgraph.language import GENERATED_NAMES
+from resgraph.language import GENERATED_NAMES, MODULE_ATTRIBUTES
 
-# nn.Module attributes a layer or stage name must not shadow.
-MODULE_ATTRIBUTES = frozenset(
-    {
-        "T_destination",
-        "add_module",
-        "apply",
-        "bfloat16",
-        "buffers",
-        "call_super_init",
-        "children",
-        "compile",
-        "cpu",
-        "cuda",
-        "double",
-        "dump_patches",
-        "eval",
-        "extra_repr",
-        "float",
-        "forward",
-        "get_buffer",
-        "get_extra_state",
-        "get_parameter",
-        "get_submodule",
-        "half",
-        "ipu",
-        "load_state_dict",
-        "modules",
-        "mtia",
-        "named_buffers",
-        "named_children",
-        "named_modules",
-        "named_parameters",
-        "parameters",
-        "register_backward_hook",
-        "register_buffer",
-        "register_forward_hook",
-        "register_forward_pre_hook",
-        "register_full_backward_hook",
-        "register_full_backward_pre_hook",
-        "register_load_state_dict_post_hook",
-        "register_load_state_dict_pre_hook",
-        "register_module",
-        "register_parameter",
-        "register_state_dict_post_hook",
-        "register_state_dict_pre_hook",
-        "requires_grad_",
-        "set_extra_state",
-        "set_submodule",
-        "share_memory",
-        "state_dict",
-        "to",
-        "to_empty",
-        "train",
-        "training",
-        "type",
-        "xpu",
-        "zero_grad",
-        "downsample",
-        "reset_parameters",
-    }
-)
+__all__ = ["MODULE_ATTRIBUTES", "MODULE_NAMES"]
+
 MODULE_NAMES = GENERATED_NAMES
 
 
@@ -109,17 +49,3 @@ def camel(name: str) -> str:
     if keyword.iskeyword(out):  # none, true, false are names; None, True, False are not
         return out + "_"
     return out or "Net"
-
-
-def check_attribute(name: str, where: Location | None) -> None:
-    """Refuse a module attribute name nn.Module reserves or would shadow, with its location."""
-    if name.startswith("_"):
-        # nn.Module keeps _names for itself (_modules, ...) and Python mangles __names
-        # inside a class, so the state_dict key would not be the graph's name.
-        raise SpecError(
-            f"the name {name!r} starts with an underscore, which torch.nn.Module reserves; "
-            "rename it",
-            where,
-        )
-    if name in MODULE_ATTRIBUTES:
-        raise SpecError(f"the name {name!r} would shadow torch.nn.Module.{name}; rename it", where)
