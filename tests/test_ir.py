@@ -151,6 +151,6 @@ def test_validate_refuses_what_the_generated_module_could_not_hold(write_spec: W
     text = BLOCK.format(
         shortcut="B", source="c0", kernel=3, layers="      - bn: {name: forward}", width=8, stride=1
     )
-    with pytest.raises(SpecError, match="would shadow torch.nn.Module.forward") as caught:
+    with pytest.raises(SpecError, match=r"would shadow torch\.nn\.Module\.forward") as caught:
         compile_spec(write_spec(text))
     assert caught.value.location is not None and caught.value.location.line == 11
