@@ -98,7 +98,7 @@ class _Renderer:
             if block is not None:
                 self.by_block.setdefault(block, set()).add(name)
         self.taken: set[str] = set(MODULE_NAMES)
-        self.classes: dict[tuple[str, str | None, bool, frozenset[str]], BlockClass] = {}
+        self.classes: dict[tuple[object, ...], BlockClass] = {}
         self.projections: dict[tuple[object, ...], tuple[str, str, list[str]]] = {}
         self.ops_used: set[str] = set()
 
@@ -149,7 +149,8 @@ class _Renderer:
     def block_class(self, block: Block) -> BlockClass:
         template = block.template
         folded = self.local(block, self.folded)
-        key = (template.type_name, template.stride_on, block.residual, folded)
+        biased = self.local(block, self.biased)  # a conv may take the next block's BN
+        key = (template.type_name, template.stride_on, block.residual, folded, biased)
         if key in self.classes:
             return self.classes[key]
         base = camel(template.type_name)
@@ -160,11 +161,13 @@ class _Renderer:
             for k in self.classes
         ):
             base += "StrideOn" + camel(template.stride_on or "none")
-        cls = self._render_block(self.unique(base), block, folded)
+        cls = self._render_block(self.unique(base), block, folded, biased)
         self.classes[key] = cls
         return cls
 
-    def _render_block(self, name: str, block: Block, folded: frozenset[str]) -> BlockClass:
+    def _render_block(
+        self, name: str, block: Block, folded: frozenset[str], biased: frozenset[str]
+    ) -> BlockClass:
         template = block.template
         residual = block.residual
         sig = ["in_channels: int", "width: int", "stride: int = 1"]
@@ -180,7 +183,6 @@ class _Renderer:
                 forward.append(SHORTCUT_LINE.format("x"))
             else:
                 after[template.projection_from] = SHORTCUT_LINE
-        biased = self.local(block, self.biased)
         current = self.layer_lines(template.branch, folded, biased, init, forward, "x", after, True)
         if residual:
             forward.append(f"{current} = {current} + identity")
