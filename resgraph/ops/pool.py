@@ -45,24 +45,22 @@ class PoolAttrs:
     count_include_pad: bool = True  # avgpool only
 
 
-def pool_window(node: Node) -> dict[str, Any]:
-    """ONNX window attributes giving PyTorch's output size.
+def emit_pool(em: Emitter, op_type: str, node: Node, xs: list[str], **attrs: Any) -> str:
+    """A pool node giving PyTorch's output size.
 
     With ceil_mode, PyTorch drops a last window that would start in the right padding;
-    ONNX keeps it. There, the window is written without ceil_mode and with the end padding
-    that yields PyTorch's size (padding a max pool never changes a maximum).
+    ONNX keeps it (its windows are otherwise the same). There the pool writes an inner
+    tensor and a Slice keeps PyTorch's rows and columns.
     """
-    window = onnx_window(node.attrs)
-    if not node.attrs.ceil_mode:
-        return {**window, "ceil_mode": 0}
-    k, s, p = node.attrs.kernel, node.attrs.stride, node.attrs.padding
-    ends = []
-    for size, out in zip(node.in_shape[1:], node.shape[1:], strict=True):
-        onnx_out = -(-(size + 2 * p - k) // s) + 1
-        ends.append(p if onnx_out == out else (out - 1) * s + k - size - p)
-    if ends == [p, p]:
-        return {**window, "ceil_mode": 1}
-    return {**window, "pads": [p, p, *ends], "ceil_mode": 0}
+    a = node.attrs
+    window = {**onnx_window(a), "ceil_mode": int(a.ceil_mode), **attrs}
+    sizes = [-(-(n + 2 * a.padding - a.kernel) // a.stride) + 1 for n in node.in_shape[1:]]
+    if not a.ceil_mode or sizes == list(node.shape[1:]):
+        return em.node(op_type, node.name, xs, **window)
+    pooled = em.node(op_type, f"{node.name}/ceil", xs, **window)
+    bounds = {"starts": [0, 0], "ends": list(node.shape[1:]), "axes": [2, 3]}
+    inputs = [em.int64(f"{node.name}/{k}", v) for k, v in bounds.items()]
+    return em.node("Slice", node.name, [pooled, *inputs])
 
 
 class MaxPoolOp(Op):
@@ -100,7 +98,7 @@ class MaxPoolOp(Op):
         return f"nn.{self.torch_class}({kw})"
 
     def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
-        return em.node("MaxPool", node.name, xs, **pool_window(node))
+        return emit_pool(em, "MaxPool", node, xs)
 
     def text(self, attrs: PoolAttrs) -> str:
         k, s = attrs.kernel, attrs.stride
@@ -113,10 +111,6 @@ class AvgPoolOp(MaxPoolOp):
     torch_class = "AvgPool2d"
 
     def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
-        return em.node(
-            "AveragePool",
-            node.name,
-            xs,
-            count_include_pad=int(node.attrs.count_include_pad),
-            **pool_window(node),
+        return emit_pool(
+            em, "AveragePool", node, xs, count_include_pad=int(node.attrs.count_include_pad)
         )
