@@ -21,6 +21,7 @@ from resgraph.errors import Location, SpecError
 from resgraph.load import Document, parse_yaml
 from resgraph.output import write_atomic
 from resgraph.pipeline import Compiled, compile_spec
+from resgraph.registry import resolve_spec
 from resgraph.train import TrainError, checkpoint, distributed, metrics
 from resgraph.train.datasets import Dataset, InMemory, load_source
 from resgraph.train.loaders import Placement, make_batches
@@ -64,7 +65,7 @@ def _choices(request: Request, saved: dict[str, Any] | None) -> dict[str, Any]:
     if request.spec is None and saved is None:
         raise TrainError("give a spec to train (or --resume DIR)", Location("resgraph train"))
     if request.spec is not None:
-        spec_file = str(Path(request.spec).resolve())
+        spec_file = str(resolve_spec(request.spec).resolve())
         overrides = list(request.overrides)
     else:
         spec_file, overrides = saved["spec_file"], saved["overrides"]
