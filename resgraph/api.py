@@ -22,7 +22,7 @@ from resgraph.extras import require
 from resgraph.ir import Network
 from resgraph.load import MAX_FILE_BYTES, Document, load_spec, merge, parse_yaml
 from resgraph.pipeline import Compiled, compile_document
-from resgraph.registry import resolve_spec
+from resgraph.registry import resolve_spec, shipped_file
 from resgraph.summary import layer_rows
 
 if TYPE_CHECKING:
@@ -240,4 +240,4 @@ def _with_parent(doc: Document) -> Document:
         where = doc.locate(("extends",))
         raise SpecError("extends must be a spec file or a shipped model's name", where)
     del doc.data["extends"]
-    return merge(load_spec(resolve_spec(parent)), doc)
+    return merge(load_spec(shipped_file(parent) or resolve_spec(parent)), doc)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from resgraph.errors import Location, SpecError
+from resgraph.registry import shipped_file
 
 MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -251,6 +252,9 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
         raise SpecError(f"extends: not a usable path ({exc})", where) from None
     except OSError as exc:  # a name too long for the file system, ...
         raise SpecError(f"extends: not a usable path ({exc.strerror})", where) from None
+    shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
+    if not found and (shipped := shipped_file(parent_name)) is not None:
+        parent_path, shown, found = shipped.resolve(), shipped, True
     here = path.resolve()
     if parent_path in (*chain, here):
         cycle = " -> ".join(p.name for p in (*chain, here, parent_path))
@@ -258,7 +262,6 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
     if not found:
         problem = "is a folder, not a spec file" if parent_path.is_dir() else "does not exist"
         raise SpecError(f"extends {parent_name!r}, but {parent_path} {problem}", where)
-    shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
     parent = _load_with_parents(shown, (*chain, here))
     del doc.data["extends"]
     return merge(parent, doc)

@@ -66,8 +66,47 @@ def resolve_spec(spec: str | Path) -> Path:
     return path
 
 
+def shipped_file(name: str) -> Path | None:
+    """The shipped spec `extends: resnet50.yaml` (or `resnet50`) means where no such file is
+    beside the spec: so a spec copied out with `resgraph show` still finds its parent."""
+    stem = name.removesuffix(".yaml")
+    if _NAME.fullmatch(stem) and stem in list_models():
+        return specs_folder() / f"{stem}.yaml"
+    return None
+
+
 def _hint(name: str) -> str:
     close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
     if close:
         return f" (did you mean {', '.join(map(repr, close))}?); `resgraph list` shows them all"
     return "; `resgraph list` shows the shipped models"
+
+
+def model_table(pattern: str | None = None) -> list[dict[str, object]]:
+    """Each shipped model's name, parameters, MACs and description (`resgraph list`)."""
+    from resgraph.pipeline import compile_spec
+
+    rows: list[dict[str, object]] = []
+    for name in list_models(pattern):
+        network = compile_spec(spec_path(name)).network
+        rows.append(
+            {
+                "name": name,
+                "params": network.params,
+                "macs": network.macs,
+                "description": network.description,
+            }
+        )
+    return rows
+
+
+def model_table_text(rows: list[dict[str, object]]) -> str:
+    """An aligned table of `model_table` rows, for people."""
+    header = ("name", "params", "GMACs")
+    cells = [(str(r["name"]), f"{r['params']:,}", f"{r['macs'] / 1e9:.2f}") for r in rows]
+    widths = [max(len(row[i]) for row in (header, *cells)) for i in range(3)]
+    lines = [
+        f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].rjust(widths[2])}"
+        for row in (header, *cells)
+    ]
+    return "\n".join(lines)
