@@ -13,6 +13,7 @@ import functools
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from resgraph.errors import Location, SpecError
 
@@ -82,11 +83,11 @@ def _hint(name: str) -> str:
     return "; `resgraph list` shows the shipped models"
 
 
-def model_table(pattern: str | None = None) -> list[dict[str, object]]:
+def model_table(pattern: str | None = None) -> list[dict[str, Any]]:
     """Each shipped model's name, parameters, MACs and description (`resgraph list`)."""
     from resgraph.pipeline import compile_spec
 
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     for name in list_models(pattern):
         network = compile_spec(spec_path(name)).network
         rows.append(
@@ -100,7 +101,7 @@ def model_table(pattern: str | None = None) -> list[dict[str, object]]:
     return rows
 
 
-def model_table_text(rows: list[dict[str, object]]) -> str:
+def model_table_text(rows: list[dict[str, Any]]) -> str:
     """An aligned table of `model_table` rows, for people."""
     header = ("name", "params", "GMACs")
     cells = [(str(r["name"]), f"{r['params']:,}", f"{r['macs'] / 1e9:.2f}") for r in rows]

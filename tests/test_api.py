@@ -32,6 +32,11 @@ def test_list_models_is_every_shipped_spec_and_filters_by_glob() -> None:
     assert resgraph.list_models("nothing*") == []
 
 
+def test_a_shipped_models_name_is_its_files_stem_and_its_name() -> None:
+    for name in resgraph.list_models():
+        assert compile_spec(name).network.name == name
+
+
 def test_cli_list_gives_the_published_counts(tmp_path: Path) -> None:
     result = run_cli("list", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
