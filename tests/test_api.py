@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -225,14 +226,19 @@ def test_hub_loads_each_shipped_spec(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- missing optional extras
 
 
-def _without(modules: tuple[str, ...], tmp_path: Path, *args: str):
-    """Run the CLI where importing `modules` fails, as on a machine that lacks them."""
+def _hiding(modules: tuple[str, ...], tmp_path: Path) -> dict[str, str]:
+    """An environment where importing `modules` fails, as on a machine that lacks them."""
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(
         f"import sys\nsys.modules.update(dict.fromkeys({modules!r}))\n", encoding="utf-8"
     )
-    return run_cli(*args, cwd=tmp_path, env={"PYTHONPATH": f"{site}:{REPO}"})
+    return {"PYTHONPATH": f"{site}:{REPO}"}
+
+
+def _without(modules: tuple[str, ...], tmp_path: Path, *args: str):
+    """Run the CLI where importing `modules` fails."""
+    return run_cli(*args, cwd=tmp_path, env=_hiding(modules, tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -258,6 +264,23 @@ def test_onnx_names_the_onnx_extra(tmp_path: Path) -> None:
     result = _without(("onnx",), tmp_path, *args)
     assert result.returncode == 1
     assert result.stderr == "--target onnx needs the onnx package: pip install 'resgraph[onnx]'\n"
+
+
+def test_the_api_names_the_extra_a_method_needs(tmp_path: Path) -> None:
+    code = (
+        "import resgraph\nnet = resgraph.compile('resnet18')\nprint(net.params)\n"
+        "for make in (net.to_module, net.onnx):\n"
+        "    try:\n        make()\n    except ModuleNotFoundError as exc:\n        print(exc)\n"
+    )
+    env = {**os.environ, **_hiding(("torch", "onnx"), tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.stdout.splitlines() == [
+        "11689512",
+        "torch is not installed: pip install 'resgraph[torch]'",
+        "onnx is not installed: pip install 'resgraph[onnx]'",
+    ], result.stderr
 
 
 def test_validate_and_compile_run_without_torch(tmp_path: Path) -> None:
