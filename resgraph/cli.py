@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resgraph import __version__
-from resgraph.argtypes import non_negative, positive
+from resgraph.argtypes import non_negative, opset, positive
 from resgraph.errors import SpecError
 from resgraph.expand import DEFAULT_MAX_NODES
 from resgraph.train.cli import add_parsers as add_training_parsers
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from resgraph.pipeline import Compiled
 
 Command = Callable[[argparse.Namespace], int]
+MAX_GENERATED_BYTES = 64 << 20  # --check reads the current file: far above any generated module
 
 
 def _spec_options(parser: argparse.ArgumentParser) -> None:
@@ -216,13 +217,16 @@ def _compile_command(args: argparse.Namespace, spec: str) -> str:
 def _write_pytorch(args: argparse.Namespace, compiled: Compiled, target: Path) -> bool:
     """Write (or with --check compare) the PyTorch source; True if --check finds it stale."""
     from resgraph.backends.pytorch import Options, render_module
+    from resgraph.load import read_text_bounded
     from resgraph.output import write_atomic
+    from resgraph.paths import status
 
     options = Options(fold_bn=args.fold_bn, channels_last=args.channels_last)
     source = render_module(compiled, options, overrides=args.overrides)
     if args.check:
-        current = target.read_text(encoding="utf-8") if target.is_file() else None
-        return current != source
+        if status(target) is None:
+            return True
+        return read_text_bounded(target, MAX_GENERATED_BYTES, "a generated module") != source
     write_atomic(target, source)
     return False
 
@@ -357,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=non_negative, default=0, help="onnx: seed of the He-init (default 0)"
     )
-    p.add_argument("--opset", type=int, default=17, help="onnx: opset version (default 17)")
+    p.add_argument("--opset", type=opset, default=17, help="onnx: opset version (default 17)")
     p.add_argument(
         "--fp16",
         action="store_true",
@@ -365,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--static-batch",
-        type=int,
+        type=positive,
         metavar="N",
         help="onnx: a fixed batch size instead of a dynamic batch axis",
     )

@@ -16,8 +16,15 @@ class Location:
 
     def __str__(self) -> str:
         if self.line:
-            return f"{self.file}:{self.line}:{self.column}"
-        return self.file
+            return f"{printable(self.file)}:{self.line}:{self.column}"
+        return printable(self.file)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (a newline as \\n): a message stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class SpecError(Exception):
@@ -25,7 +32,7 @@ class SpecError(Exception):
 
     def __init__(self, message: str, location: Location | None = None) -> None:
         if location is not None and location.via:
-            message = f"{location.via}: {message}"
+            message = f"{printable(location.via)}: {message}"
         super().__init__(message)
         self.message = message
         self.location = location

@@ -84,6 +84,7 @@ class _Builder:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.nodes: dict[str, Node] = {}
+        self.order: list[str] = []  # node names as added, to slice a block's out cheaply
         self.block_templates: dict[tuple[int, str | None], BlockTemplate] = {}
         self.projections: dict[int, ProjectionTemplate] = {}
 
@@ -109,6 +110,7 @@ class _Builder:
         shape = OPS[op].shape(attrs, list(in_shapes), what, where)
         if min(shape) < 1:
             raise SpecError(f"{what}: output size reaches zero ({fmt(shape)})", where)
+        self.order.append(name)
         self.nodes[name] = Node(
             name, op, attrs, tuple(inputs), in_shapes, shape, where, role, block
         )
@@ -287,7 +289,7 @@ class _Builder:
         for name, value in block_type.let.items():
             scope[name] = evaluate(value, scope, plan.source.where("let", name), f"{label}: {name}")
         prefix = f"{plan.name}."
-        first = len(self.nodes)
+        first = len(self.order)
         y = x
         source: str | None = None
         source_node = x
@@ -334,7 +336,7 @@ class _Builder:
             params=plan.params,
             shortcut=shortcut,
             residual_bn=residual_bn,
-            nodes=tuple(list(self.nodes)[first:]),
+            nodes=tuple(self.order[first:]),
             loc=plan.where(),
         )
         return y, block
@@ -451,7 +453,7 @@ def to_networkx(network: Network) -> nx.DiGraph:
             node.name,
             node=node,
             op=node.op,
-            attrs=dataclasses.asdict(node.attrs),
+            attrs=vars(node.attrs),  # a frozen record's fields, for reports; read-only
             inputs=list(node.inputs),
             in_shapes=list(node.in_shapes),
             shape=node.shape,

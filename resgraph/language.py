@@ -6,7 +6,9 @@ with these, so an op's language model can live beside the rest of the op.
 
 from __future__ import annotations
 
+import builtins
 import keyword
+import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -55,9 +57,34 @@ def _check_name(value: str) -> str:
 Name = Annotated[str, Field(max_length=64), AfterValidator(_check_name)]
 
 
+# Parameters become arguments and locals of the generated `__init__`: a dunder (`__class__`
+# breaks super()), a built-in the generated code calls (max, range, isinstance) or a name the
+# generated module defines (SqueezeExcite) must not be shadowed there, so every name Python
+# or the generated code gives a meaning to is refused.
+PYTHON_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("_"))
+GENERATED_NAMES = frozenset(
+    {
+        "SqueezeExcite",
+        "ConvClassifier",
+        "torch",
+        "nn",
+        "build_model",
+        "fold_batchnorm",
+        "ZeroPadShortcut",
+        "SPEC_NAME",
+        "SPEC_HASH",
+        "annotations",
+    }
+)  # module-level names of every generated file
+
+
 def _check_param_name(value: str) -> str:
-    if value in RESERVED_NAMES:
+    if value in RESERVED_NAMES or value in GENERATED_NAMES:
         raise ValueError(f"{value!r} is reserved; choose another parameter name")
+    if value.startswith("__"):
+        raise ValueError(f"{value!r}: names starting with '__' are Python's; choose another")
+    if value in PYTHON_NAMES:
+        raise ValueError(f"{value!r} is a Python built-in; choose another parameter name")
     return value
 
 
@@ -69,13 +96,14 @@ def _int_expr(value: Any) -> int | str:
         raise ValueError(f"expected an integer or an expression such as '2 * n', got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
-        try:
-            expr.parse(text)
-        except expr.ExprError as exc:
-            raise ValueError(str(exc)) from None
-        return text
+        # isdigit() also holds for '²', which int() refuses; anything else is an expression
+        if not re.fullmatch(r"-?[0-9]{1,30}", text):
+            try:
+                expr.parse(text)
+            except expr.ExprError as exc:
+                raise ValueError(str(exc)) from None
+            return text
+        value = int(text)
     if abs(value) > expr.MAX_MAGNITUDE:
         raise ValueError(f"{value:,} is too large")
     return value

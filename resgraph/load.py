@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,11 @@ from typing import Any
 import yaml
 
 from resgraph.errors import Location, SpecError
+from resgraph.paths import describe, status
 from resgraph.registry import shipped_file
 
 MAX_FILE_BYTES = 1 << 20
+READ_CHUNK = 1 << 20  # reads grow with the file, never with the limit
 MAX_DEPTH = 32
 MAX_YAML_NODES = 50_000
 
@@ -56,22 +59,43 @@ class Document:
         return self.keys.get(path) or self.locate(path)
 
 
-def read_text(path: Path) -> str:
-    """Read a spec file as UTF-8 text, refusing huge or non-UTF-8 files with a location."""
+def read_bytes_bounded(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, at most `limit` of them, or a one-line SpecError saying why not.
+
+    The cap counts bytes actually read, not `st_size` (0 for /dev/zero), and anything but a
+    regular file is refused before a byte is read: a FIFO would block, a device never end.
+    `what` names the file in messages, with its article: "a spec file", "a recipe".
+    """
     where = Location(str(path))
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SpecError(
-                f"file is {size:,} bytes; specs are limited to {MAX_FILE_BYTES:,}", where
-            )
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError("no such file", where) from None
-    except IsADirectoryError:
-        raise SpecError("is a directory, not a spec file", where) from None
+    found = status(path, where)
+    if found is None:
+        raise SpecError("no such file", where)
+    if not stat.S_ISREG(found.st_mode):
+        raise SpecError(f"is {describe(found.st_mode)}, not {what}", where)
+    try:  # O_NONBLOCK: a FIFO swapped in since the check must not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror}", where) from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise SpecError(f"is {describe(mode)}, not {what}", where)
+        chunks: list[bytes] = []
+        left = limit + 1  # one byte past the limit tells a file at the limit from a larger one
+        try:
+            while left and (chunk := handle.read(min(left, READ_CHUNK))):
+                chunks.append(chunk)
+                left -= len(chunk)
+        except OSError as exc:
+            raise SpecError(f"cannot read: {exc.strerror}", where) from None
+    if not left:
+        raise SpecError(f"over {limit:,} bytes; {what} is limited to {limit:,}", where)
+    return b"".join(chunks)
+
+
+def read_text_bounded(path: Path, limit: int, what: str) -> str:
+    """`read_bytes_bounded` decoded as UTF-8; a bad byte is refused with its line and column."""
+    raw = read_bytes_bounded(path, limit, what)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -83,6 +107,11 @@ def read_text(path: Path) -> str:
         ) from None
 
 
+def read_text(path: Path) -> str:
+    """Read a spec file as UTF-8 text, at most MAX_FILE_BYTES of it."""
+    return read_text_bounded(path, MAX_FILE_BYTES, "a spec file")
+
+
 def parse_yaml(text: str, file: str) -> Document:
     """Parse one YAML document into located plain data."""
     try:
@@ -92,6 +121,12 @@ def parse_yaml(text: str, file: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
         raise SpecError(f"YAML syntax error: {problem}", _mark(file, mark)) from None
+    except yaml.reader.ReaderError as exc:  # its position counts bytes or characters by loader
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpecError(
+            f"the control character U+{code:04X} is not allowed in YAML; remove it",
+            _offset(text, file, text.find(chr(code))),
+        ) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"YAML error: {exc}", Location(file)) from None
     except RecursionError:
@@ -127,6 +162,12 @@ def _scan_depth(text: str, file: str, loader: type) -> None:
                 )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
+
+
+def _offset(text: str, file: str, index: int) -> Location:
+    """The line and column of character `index` of `text`."""
+    line = text.count("\n", 0, index) + 1
+    return Location(file, line, index - (text.rfind("\n", 0, index) + 1) + 1)
 
 
 def _mark(file: str, mark: Any) -> Location:
@@ -224,9 +265,9 @@ class _Builder:
         return result
 
 
-def load_file(path: Path) -> Document:
-    """Read and parse one YAML file, which must hold a mapping."""
-    doc = parse_yaml(read_text(path), str(path))
+def load_file(path: Path, what: str = "a spec file") -> Document:
+    """Read and parse one YAML file, which must hold a mapping; `what` names it in messages."""
+    doc = parse_yaml(read_text_bounded(path, MAX_FILE_BYTES, what), str(path))
     if not isinstance(doc.data, dict):
         raise SpecError("a spec must be a YAML mapping of keys to values", doc.locate(()))
     return doc
@@ -245,23 +286,26 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
     where = doc.locate(("extends",))
     if not isinstance(parent_name, str) or not parent_name:
         raise SpecError("extends must be a path to another spec file", where)
+    given = path.parent / parent_name
     try:
-        parent_path = (path.parent / parent_name).resolve()
-        found = parent_path.is_file()
-    except ValueError as exc:  # pathlib's answer to a NUL character
-        raise SpecError(f"extends: not a usable path ({exc})", where) from None
-    except OSError as exc:  # a name too long for the file system, ...
-        raise SpecError(f"extends: not a usable path ({exc.strerror})", where) from None
+        found = status(given)
+    except SpecError as exc:  # a name too long, a symlink loop, a NUL byte
+        raise SpecError(f"extends {parent_name!r}: {exc.message}", where) from None
+    parent_path, here = Path(os.path.realpath(given)), Path(os.path.realpath(path))
     shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
-    if not found and (shipped := shipped_file(parent_name)) is not None:
-        parent_path, shown, found = shipped.resolve(), shipped, True
-    here = path.resolve()
+    if found is None and (shipped := shipped_file(parent_name)) is not None:
+        parent_path, shown, found = Path(os.path.realpath(shipped)), shipped, status(shipped)
     if parent_path in (*chain, here):
         cycle = " -> ".join(p.name for p in (*chain, here, parent_path))
         raise SpecError(f"extends cycle: {cycle}", where)
-    if not found:
-        problem = "is a folder, not a spec file" if parent_path.is_dir() else "does not exist"
-        raise SpecError(f"extends {parent_name!r}, but {parent_path} {problem}", where)
+    if found is None:
+        raise SpecError(f"extends {parent_name!r}, but {parent_path} does not exist", where)
+    if not stat.S_ISREG(found.st_mode):
+        raise SpecError(
+            f"extends {parent_name!r}, but {parent_path} is {describe(found.st_mode)}, "
+            "not a spec file",
+            where,
+        )
     parent = _load_with_parents(shown, (*chain, here))
     del doc.data["extends"]
     return merge(parent, doc)

@@ -152,7 +152,8 @@ characters; every value, intermediate ones included, must stay within
 {expr.MAX_MAGNITUDE:,} in magnitude. Nothing is ever executed.
 
 Names that parameters (`params`, `let`) may not take, because the language or the
-generated code uses them: {reserved}."""
+generated code uses them: {reserved}; nor Python's built-in names (`max`, `range`, ...)
+or any name starting with `__`, which the generated `__init__` would shadow."""
 
 
 def _library_section() -> str:

@@ -253,7 +253,7 @@ CASES: dict[str, Case] = {
     "injection_comprehension": case(
         replaced("width: 16}", "width: '[x for x in n]'}"), "'[x", "is not allowed"
     ),
-    "reserved_param": case("params: {width: 3}\n" + BASE, "3}", "'width' is reserved"),
+    "reserved_param": case("params: {width: 3}\n" + BASE, "width: 3", "'width' is reserved"),
     "unknown_name": case(
         replaced("blocks: n,", "blocks: m,", WITH_N),
         "m, width",

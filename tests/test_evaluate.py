@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from resgraph.cli import main
-from resgraph.train import TrainError, augment, checkpoint
+from resgraph.train import TrainError, augment
 from resgraph.train import evaluate as ev
 from resgraph.train.datasets import load_source
 from resgraph.train.loaders import Placement, make_batches
@@ -111,7 +111,7 @@ def test_ten_crop_takes_ten_views_and_averages_them(
 
     model = load_run(run).model
     model.eval()
-    mean = checkpoint.load(run / "best.pt")["pixel_mean"]
+    mean = torch.load(run / "best.pt", weights_only=True)["pixel_mean"]
     files = sorted((root / "val").rglob("*.png"))
     assert len(files) == len(probabilities) == 9
     with torch.no_grad():
@@ -229,8 +229,11 @@ def test_a_corrupt_image_is_named(trained: tuple[Path, Path], tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--scales", "224,x"], "expected sizes like 224,256,384"),
-        (["--scales", "0"], "scales must be positive"),
+        (["--scales", "224,x"], "argument --scales: expected an integer, not 'x'"),
+        (["--scales", "0"], "argument --scales: expected an integer from 1 to 4,096, not 0"),
+        (["--scales", "60000"], "expected an integer from 1 to 4,096, not 60000"),
+        (["--test-size", "1e24"], "argument --test-size: expected an integer, not '1e24'"),
+        (["--test-size", "60000"], "expected an integer from 1 to 4,096, not 60000"),
         (["--test", "5crop"], "invalid choice"),
     ],
 )

@@ -357,12 +357,12 @@ FOUND: dict[str, tuple[str, list[str], tuple[int, int], str]] = {
         (2, 36),
         "layer1.0.downsample.0: add joins a block's shortcut to its branch",
     ),
-    "nul_in_extends": ('extends: "x\\0y"\nname: x\n', [], (1, 10), "embedded null byte"),
+    "nul_in_extends": ('extends: "x\\0y"\nname: x\n', [], (1, 10), "it contains a NUL character"),
     "name_too_long_in_extends": (
         f"extends: {'a' * 300}\nname: x\n",
         [],
         (1, 10),
-        "not a usable path (File name too long)",
+        "unusable path: a name in it is too long",
     ),
     "impossible_date_in_an_override": (
         "extends: cifar_resnet.yaml\nname: x\n",

@@ -85,7 +85,7 @@ def test_read_text_guards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     big = tmp_path / "big.yaml"
     big.write_text("a: 1\n" * 10)
     monkeypatch.setattr(load, "MAX_FILE_BYTES", 20)
-    with pytest.raises(SpecError, match="file is 50 bytes; specs are limited to 20"):
+    with pytest.raises(SpecError, match="over 20 bytes; a spec file is limited to 20"):
         load.read_text(big)
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"a: 1\nb: \xff\n")
@@ -269,5 +269,5 @@ def test_extends_a_folder_says_so(tmp_path) -> None:
     with pytest.raises(SpecError) as info:
         load.load_spec(spec)
     assert str(info.value) == (
-        f"{spec}:1:10: extends '.', but {tmp_path.resolve()} is a folder, not a spec file"
+        f"{spec}:1:10: extends '.', but {tmp_path.resolve()} is a directory, not a spec file"
     )

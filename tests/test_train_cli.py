@@ -188,7 +188,7 @@ def test_resume_refuses_changed_settings_and_fresh_runs_refuse_old_folders(
     assert again.returncode == 1
     assert (
         again.stderr == f"{run}: this folder already holds a run; continue it with --resume, "
-        "or choose another --out\n"
+        "or choose another --out (or --force to replace it)\n"
     )
     changed = trainer(*_train_args(run)[:-2], "--set", "lr=0.2", "--resume", str(run))
     assert changed.returncode == 1

@@ -20,7 +20,13 @@ from onnx import TensorProto, helper
 
 from resgraph import __version__
 from resgraph.backends.onnx_save import EXTERNAL_THRESHOLD, save_model, serialize
-from resgraph.backends.onnx_weights import Weights, fold_bn, he_init, load_weights
+from resgraph.backends.onnx_weights import (
+    Weights,
+    check_weights_fit,
+    fold_bn,
+    he_init,
+    load_weights,
+)
 from resgraph.errors import Location, SpecError
 from resgraph.ir import INPUT as INPUT_NODE
 from resgraph.ir import Network
@@ -130,6 +136,8 @@ def emit(
     head = network.output
     # fp16: the head writes `<head>/fp16` and a Cast `logits`, whatever the head is called
     renamed = {head: f"{head}/fp16", "logits/fp32": OUTPUT} if fp16 else {head: OUTPUT}
+    if OUTPUT in network.nodes and head != OUTPUT:  # a layer named like the graph's output
+        renamed[OUTPUT] = f"{OUTPUT}/layer"
     em = Emitter(
         network,
         weights,
@@ -182,6 +190,7 @@ def compile_onnx(
     external_threshold: int = EXTERNAL_THRESHOLD,
 ) -> None:
     """Write `compiled` as an ONNX model to `output`, with a weights file or He-init from `seed`."""
+    check_weights_fit(compiled.network, Location(str(compiled.path)))
     values = (
         load_weights(weights, compiled.network)
         if weights is not None

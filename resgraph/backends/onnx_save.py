@@ -4,12 +4,15 @@ Weights dominate a model's bytes, so they never pass through protobuf: the model
 serialized without them and each tensor is appended as a further `graph` field, which
 protobuf merges into the first (repeated fields concatenate). The bytes go to disk as
 chunks, so each array's data is copied once: into the file. A protobuf message cannot
-pass 2 GB, so bigger models keep their tensors in a side file `<output>.data` (ONNX
-external data) read beside the model.
+pass 2 GB, so bigger models keep their tensors in a side file `<output>.<digest>.data`
+(ONNX external data) read beside the model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from resgraph.output import write_atomic
+from resgraph.output import remove_stale_temps, temp_pattern, writable, write_atomic
 
 PROTOBUF_LIMIT = 2**31 - 1
 GRAPH_HEADROOM = 64 * 2**20  # room left under the limit for the nodes themselves
@@ -26,6 +29,7 @@ ALIGN = 4096  # page-aligned offsets let onnxruntime memory-map external tensors
 # Tensors under 1 KiB stay inline, as with onnx's own converter: shape inference and
 # TensorRT's parser read Slice and Pad indices as constants only from there.
 INLINE_BELOW = 1024
+DIGEST_BYTES = 8  # a weights file's name carries 16 hex digits of its content's hash
 
 GRAPH = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
 INITIALIZER = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
@@ -92,15 +96,44 @@ def save_model(
     output: Path,
     external_threshold: int = EXTERNAL_THRESHOLD,
 ) -> None:
-    """Write `model` with `arrays` as initializers, in a `.data` file past the threshold."""
+    """Write `model` with `arrays` as initializers, in a weights file past the threshold.
+
+    The weights file is named after its content (`<output>.<digest>.data`), so the new one
+    never overwrites the one the current model reads: renaming the model into place is the
+    single step that switches from the old pair to the new. A kill at any point leaves one
+    consistent pair; weights files no model refers to are removed by the next write.
+    """
+    output = writable(output)  # the real file: its weights go beside it
+    family = rf"{re.escape(output.name)}(\.[0-9a-f]{{{2 * DIGEST_BYTES}}})?\.data"
+    remove_stale_temps(output.parent, temp_pattern(family))
     if sum(a.nbytes for a in arrays.values()) <= external_threshold:
         write_atomic(output, serialize(model, arrays))
+        _remove_unused(output.parent, family, keep=None)
         return
-    data_path = output.with_name(f"{output.name}.data")
+    data_path = output.with_name(f"{output.name}.{_digest(arrays)}.data")
+    existed = data_path.exists()  # the same weights, possibly the current model's: keep them
     model_bytes, data = externalize(model, arrays, data_path.name)
     write_atomic(data_path, data)
     try:
         write_atomic(output, model_bytes)
     except BaseException:
-        data_path.unlink(missing_ok=True)
+        if not existed:
+            data_path.unlink(missing_ok=True)
         raise
+    _remove_unused(output.parent, family, keep=data_path.name)
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """A hash of everything that decides a weights file's bytes: names, types, shapes, data."""
+    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    for name, array in arrays.items():
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return digest.hexdigest()
+
+
+def _remove_unused(folder: Path, family: str, keep: str | None) -> None:
+    """Remove this output's weights files other than `keep`: no model refers to them now."""
+    for entry in os.scandir(folder):
+        if entry.name != keep and re.fullmatch(family, entry.name) and entry.is_file():
+            Path(entry.path).unlink(missing_ok=True)

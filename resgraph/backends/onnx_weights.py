@@ -7,6 +7,10 @@ only to read a weights file; everything else here is numpy.
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,11 +21,13 @@ import numpy as np
 from resgraph.errors import Location, SpecError
 from resgraph.ir import Network, Node
 from resgraph.ops import OPS
+from resgraph.paths import describe, status
 
 Weights = dict[str, np.ndarray]
 Shapes = dict[str, tuple[int, ...]]
 
 SHOWN = 5  # names listed per kind of mismatch before "and N more"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # torch's messages carry terminal bold
 
 
 def node_shapes(node: Node) -> Shapes:
@@ -82,19 +88,40 @@ def _listed(keys: list[str]) -> str:
     return ", ".join(keys[:SHOWN]) + more
 
 
+def check_weights_fit(network: Network, where: Location) -> None:
+    """Refuse a network whose float32 weights exceed this machine's memory, before allocating.
+
+    A valid spec may declare hundreds of billions of parameters (widths are capped, counts
+    multiply); allocating them first would end in the kernel's OOM killer, not a message.
+    """
+    needed = network.params * 4
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if needed > memory:
+        raise SpecError(
+            f"the network has {network.params:,} parameters: {needed / 1e9:,.1f} GB of "
+            f"float32 weights, more than this machine's {memory / 1e9:,.1f} GB of memory",
+            where,
+        )
+
+
 def load_weights(path: Path, network: Network) -> Weights:
     """Read a state_dict (or a training checkpoint's "model" entry), checked against the graph."""
     import torch  # only a weights file needs torch
 
     where = Location(str(path))
-    if not path.is_file():
+    found = status(path, where)
+    if found is None:
         raise SpecError("weights file not found", where)
+    if not stat.S_ISREG(found.st_mode):
+        raise SpecError(f"is {describe(found.st_mode)}, not a weights file", where)
     try:
         # mmap spares a copy of every tensor; torch allows it for its (default) zip format only
         mmap = zipfile.is_zipfile(path)
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for our users
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many kinds for unreadable or unsafe pickles
-        raise SpecError(f"cannot read weights: {_first_line(exc)}", where) from None
+        raise SpecError(f"cannot read weights: {_load_failure(exc)}", where) from None
     state = _state_dict(loaded, where)
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
@@ -106,15 +133,33 @@ def load_weights(path: Path, network: Network) -> Weights:
         for k, v in state.items()
     }
     check_shapes({k: tuple(v.shape) for k, v in state.items()}, expected, where)
+    not_finite = [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if not_finite:
+        raise SpecError(f"weights with NaN or infinite values: {_listed(not_finite)}", where)
     return {
         k: v.detach().numpy() if k.endswith("num_batches_tracked") else v.detach().float().numpy()
         for k, v in state.items()
     }
 
 
+def _load_failure(exc: Exception) -> str:
+    """torch.load's refusal in one line of resgraph's words: no ANSI escapes, no unsafe advice."""
+    text = _ANSI.sub("", str(exc))
+    detail = text.partition("WeightsUnpickler error:")[2].strip()
+    if detail:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", detail)
+        if found:
+            return f"it holds {found[1]}, not tensor data; only tensors and containers are read"
+        return f"not a pickle of tensors alone ({detail.splitlines()[0].rstrip('.')})"
+    line = _first_line(exc)
+    return "not a file of tensors that can be read safely" if "weights_only" in line else line
+
+
 def _first_line(exc: Exception) -> str:
     """An exception as one line of text, by its type where it carries no message."""
-    text = str(exc).strip()
+    text = _ANSI.sub("", str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -45,6 +45,26 @@ class PoolAttrs:
     count_include_pad: bool = True  # avgpool only
 
 
+def pool_window(node: Node) -> dict[str, Any]:
+    """ONNX window attributes giving PyTorch's output size.
+
+    With ceil_mode, PyTorch drops a last window that would start in the right padding;
+    ONNX keeps it. There, the window is written without ceil_mode and with the end padding
+    that yields PyTorch's size (padding a max pool never changes a maximum).
+    """
+    window = onnx_window(node.attrs)
+    if not node.attrs.ceil_mode:
+        return {**window, "ceil_mode": 0}
+    k, s, p = node.attrs.kernel, node.attrs.stride, node.attrs.padding
+    ends = []
+    for size, out in zip(node.in_shape[1:], node.shape[1:], strict=True):
+        onnx_out = -(-(size + 2 * p - k) // s) + 1
+        ends.append(p if onnx_out == out else (out - 1) * s + k - size - p)
+    if ends == [p, p]:
+        return {**window, "ceil_mode": 1}
+    return {**window, "pads": [p, p, *ends], "ceil_mode": 0}
+
+
 class MaxPoolOp(Op):
     name = "maxpool"
     language = Pool
@@ -80,9 +100,7 @@ class MaxPoolOp(Op):
         return f"nn.{self.torch_class}({kw})"
 
     def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
-        return em.node(
-            "MaxPool", node.name, xs, ceil_mode=int(node.attrs.ceil_mode), **onnx_window(node.attrs)
-        )
+        return em.node("MaxPool", node.name, xs, **pool_window(node))
 
     def text(self, attrs: PoolAttrs) -> str:
         k, s = attrs.kernel, attrs.stride
@@ -95,12 +113,10 @@ class AvgPoolOp(MaxPoolOp):
     torch_class = "AvgPool2d"
 
     def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
-        attrs = node.attrs
         return em.node(
             "AveragePool",
             node.name,
             xs,
-            ceil_mode=int(attrs.ceil_mode),
-            count_include_pad=int(attrs.count_include_pad),
-            **onnx_window(attrs),
+            count_include_pad=int(node.attrs.count_include_pad),
+            **pool_window(node),
         )

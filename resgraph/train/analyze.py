@@ -11,10 +11,12 @@ from pathlib import Path
 
 import torch
 
+from resgraph.errors import Location
+from resgraph.train import TrainError
 from resgraph.train.datasets import load_source
 from resgraph.train.loaders import Placement, make_batches
 from resgraph.train.model import conv3x3_bns
-from resgraph.train.plot import save_figure
+from resgraph.train.plot import quiet, save_figure
 from resgraph.train.recipe import Recipe
 from resgraph.train.run import load_run
 
@@ -39,6 +41,8 @@ class _Moments:
 @torch.no_grad()
 def responses(run: Path, which: str = "best.pt", device: str = "cpu") -> dict[str, float]:
     """The std of each 3x3 layer's response on held-out data, in the network's order."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda, but no CUDA GPU is available", Location("--device"))
     config, compiled, model, _ = load_run(run, which)
     where = torch.device(device)
     shape = (compiled.spec.input.channels, compiled.spec.input.height, compiled.spec.input.width)
@@ -54,6 +58,7 @@ def responses(run: Path, which: str = "best.pt", device: str = "cpu") -> dict[st
     return {name: hook.std() for name, hook in moments.items()}
 
 
+@quiet
 def plot_responses(measured: dict[str, dict[str, float]], output: Path) -> None:
     """Two panels like Fig. 7: stds in layer order (top) and sorted in descending order (bottom)."""
     import matplotlib

@@ -14,6 +14,7 @@ from resgraph.errors import Location
 from resgraph.train import TrainError
 
 Tensor = torch.Tensor
+FIT_CHUNK = 256  # images resized at once by `fit`
 
 
 def generator(*parts: object) -> torch.Generator:
@@ -37,10 +38,17 @@ def fit(images: Tensor, channels: int, height: int, width: int) -> Tensor:
             )
     if images.shape[2:] == (height, width):
         return images.contiguous()
-    resized = torch.nn.functional.interpolate(
-        images.float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False
-    )
-    return resized.round().clamp(0, 255).to(torch.uint8)
+    out = torch.empty((len(images), images.shape[1], height, width), dtype=torch.uint8)
+    for begin in range(0, len(images), FIT_CHUNK):  # float copies of a chunk only
+        resized = torch.nn.functional.interpolate(
+            images[begin : begin + FIT_CHUNK].float(),
+            size=(height, width),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+        out[begin : begin + FIT_CHUNK] = resized.round().clamp(0, 255)
+    return out
 
 
 def crop_flip(images: Tensor, pad: int, flip: bool, rng: torch.Generator) -> Tensor:

@@ -9,9 +9,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from resgraph.argtypes import non_negative, positive
-from resgraph.errors import SpecError
-from resgraph.train import PAPER_SCALES, TEST_MODES
+from resgraph.argtypes import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_WORKERS,
+    in_range,
+    sizes,
+)
+from resgraph.train import TEST_MODES, user_path
 
 DEVICES = ("cpu", "cuda")
 
@@ -31,16 +38,24 @@ def add_train_parser(subparsers: Any) -> None:
         help="cifar10-paper, imagenet-paper, quick (default) or a recipe .yaml file",
     )
     p.add_argument(
-        "--epochs", type=int, metavar="N", help="total epochs (overrides the recipe's length)"
+        "--epochs",
+        type=in_range(1, MAX_EPOCHS),
+        metavar="N",
+        help="total epochs (overrides the recipe's length)",
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=in_range(0, MAX_SEED),
         metavar="N",
         help="seed for initialisation, order and augmentation (default 0)",
     )
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec name>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start a new run in a non-empty --out folder, replacing its run files",
+    )
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument(
         "--set",
@@ -69,8 +84,6 @@ def run_train(args: argparse.Namespace) -> int:
     from resgraph.train.loop import Speed
     from resgraph.train.run import Request, train
 
-    if args.epochs is not None and args.epochs < 1:
-        raise SpecError("--epochs must be at least 1")
     request = Request(
         spec=args.spec,
         data=args.data,
@@ -83,6 +96,7 @@ def run_train(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         speed=Speed(args.amp, args.channels_last, args.compile),
         tensorboard=args.tensorboard,
+        force=args.force,
     )
     outcome = train(request)
     last = outcome.last
@@ -106,11 +120,11 @@ def add_plot_parser(subparsers: Any) -> None:
 
 def run_plot(args: argparse.Namespace) -> int:
     """Draw the runs' error curves."""
-    from pathlib import Path
 
     from resgraph.train.plot import plot_errors
 
-    plot_errors([Path(r) for r in args.runs], Path(args.output))
+    output = user_path(args.output, "-o")
+    plot_errors([user_path(r, "RUN") for r in args.runs], output)
     return 0
 
 
@@ -132,28 +146,18 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     from resgraph.train.analyze import plot_responses, responses
 
+    output = user_path(args.output, "-o")
     measured = {
-        Path(run).name: responses(Path(run), f"{args.checkpoint}.pt", args.device)
+        Path(run).name: responses(user_path(run, "RUN"), f"{args.checkpoint}.pt", args.device)
         for run in args.runs
     }
-    plot_responses(measured, Path(args.output))
+    plot_responses(measured, output)
     for name, stds in measured.items():
         print(
             f"{name}: {len(stds)} layers, std mean {sum(stds.values()) / len(stds):.3f}, "
             f"min {min(stds.values()):.3f}, max {max(stds.values()):.3f}"
         )
     return 0
-
-
-def _scales(text: str) -> tuple[int, ...]:
-    """--scales 224,256,384: positive integers."""
-    try:
-        scales = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 224,256,384, not {text!r}") from None
-    if not scales or min(scales) < 1:
-        raise argparse.ArgumentTypeError("scales must be positive")
-    return scales
 
 
 def add_evaluate_parser(subparsers: Any) -> None:
@@ -173,21 +177,25 @@ def add_evaluate_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--scales",
-        type=_scales,
-        default=PAPER_SCALES,
+        type=sizes,
         metavar="S,S,...",
-        help="shorter sides for multiscale (default: the paper's 224,256,384,480,640)",
+        help="shorter sides for multiscale (default: the paper's 224,256,384,480,640 scaled "
+        "by the run's input size / 224)",
     )
     p.add_argument(
         "--test-size",
-        type=positive,
+        type=in_range(1, MAX_SIDE),
         metavar="N",
         help="shorter side before center/10-crop (default: the recipe's test_size)",
     )
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--device", choices=DEVICES, default="cpu")
-    p.add_argument("--batch-size", type=positive, metavar="N", help="images per batch")
-    p.add_argument("--workers", type=non_negative, metavar="N", help="data loader processes")
+    p.add_argument(
+        "--batch-size", type=in_range(1, MAX_BATCH), metavar="N", help="images per batch"
+    )
+    p.add_argument(
+        "--workers", type=in_range(0, MAX_WORKERS), metavar="N", help="data loader processes"
+    )
     p.add_argument(
         "-o", "--output", metavar="FILE", help="JSON result (default RUN/evaluate-<test>.json)"
     )
@@ -197,13 +205,14 @@ def add_evaluate_parser(subparsers: Any) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate, print a table, and write the JSON result."""
     import json
-    from pathlib import Path
 
     from resgraph.output import write_atomic
     from resgraph.train.evaluate import Request, evaluate, table
 
+    run = user_path(args.run, "RUN")
+    output = user_path(args.output or str(run / f"evaluate-{args.test}.json"), "-o")
     request = Request(
-        run=Path(args.run),
+        run=run,
         data=args.data,
         test=args.test,
         scales=args.scales,
@@ -214,7 +223,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     result = evaluate(request)
-    output = Path(args.output or Path(args.run) / f"evaluate-{args.test}.json")
     write_atomic(output, json.dumps(result, indent=2) + "\n")
     print(table(result))
     print(f"-> {output}")

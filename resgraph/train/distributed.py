@@ -26,14 +26,25 @@ class Context:
         return self.rank == 0
 
 
+def _environment_number(name: str, default: str, low: int) -> int:
+    """An integer torchrun puts in the environment, refused in one line if it is not one."""
+    text = os.environ.get(name, default)
+    if not (text.isascii() and text.isdigit() and len(text) <= 6 and int(text) >= low):
+        raise TrainError(
+            f"expected an integer of {low} or more, not {text[:20]!r}",
+            Location(f"environment variable {name}"),
+        )
+    return int(text)
+
+
 def setup(device: str) -> Context:
     """Join the process group torchrun describes (gloo on CPU, nccl on GPU), if any."""
     if device == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda, but no CUDA GPU is available", Location("--device"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _environment_number("WORLD_SIZE", "1", 1)
     if world == 1:
         return Context(0, 1, torch.device(device))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    local = _environment_number("LOCAL_RANK", "0", 0)
     if device == "cuda":
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if device == "cuda" else "gloo")

@@ -16,7 +16,7 @@ of any size, so there it is the per-channel mean of that image.
 
 from __future__ import annotations
 
-import os
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,8 +30,16 @@ from tqdm import tqdm
 from resgraph.errors import Location, SpecError
 from resgraph.pipeline import Compiled, compile_spec
 from resgraph.train import PAPER_SCALES, TEST_MODES, TrainError, augment
-from resgraph.train.datasets import Dataset, Folder, InMemory, Split, load_source
-from resgraph.train.loaders import Placement, make_batches
+from resgraph.train.datasets import (
+    Dataset,
+    Folder,
+    InMemory,
+    Split,
+    image_problem,
+    load_source,
+    open_image,
+)
+from resgraph.train.loaders import Placement, make_batches, worker_count
 from resgraph.train.model import model_from_spec
 from resgraph.train.recipe import Recipe, split_overrides
 from resgraph.train.run import load_run
@@ -39,6 +47,8 @@ from resgraph.train.run import load_run
 Tensor = torch.Tensor
 TOP = (1, 5)
 MAX_INPUT = 8192
+PIXELS_PER_PASS = 1 << 22  # input pixels per forward pass of the fully-convolutional network
+VIEW_BYTES_PER_BATCH = 256 << 20  # multiscale views a loader batch may hold (square estimate)
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ class Request:
     run: Path
     data: str | None = None
     test: str = "center"
-    scales: tuple[int, ...] = PAPER_SCALES
+    scales: tuple[int, ...] | None = None  # None: the paper's, scaled to the run's input
     checkpoint: str = "best"
     device: str = "cpu"
     test_size: int | None = None
@@ -87,6 +97,12 @@ def views_for(test: str, size: tuple[int, int], test_size: int, scales: Sequence
     return {"center": center, "10crop": ten, "multiscale": multiscale}[test]
 
 
+def default_scales(size: Sequence[int]) -> tuple[int, ...]:
+    """The paper's test scales for its 224 input, scaled to this input's shorter side."""
+    side = min(size)
+    return tuple(dict.fromkeys(max(1, round(s * side / 224)) for s in PAPER_SCALES))
+
+
 def _as_image(tensor: Tensor) -> Image.Image:
     """A uint8 (C, H, W) tensor as a PIL image, so in-memory data takes the same path as files."""
     array = tensor.permute(1, 2, 0).contiguous().numpy()
@@ -96,8 +112,8 @@ def _as_image(tensor: Tensor) -> Image.Image:
 class ViewSet(torch.utils.data.Dataset):
     """Test images (files or in-memory tensors) and their views; label -1 marks a bad file."""
 
-    def __init__(self, items: Folder | Split, mode: str, view: Callable) -> None:
-        self.items, self.mode, self.view = items, mode, view
+    def __init__(self, items: Folder | Split, mode: str, view: Callable, shorter: int) -> None:
+        self.items, self.mode, self.view, self.shorter = items, mode, view, shorter
 
     def __len__(self) -> int:
         return len(self.items) if isinstance(self.items, Split) else len(self.items.test)
@@ -107,10 +123,8 @@ class ViewSet(torch.utils.data.Dataset):
             image = _as_image(self.items.images[index])
             return self.view(image), int(self.items.labels[index]), index
         path, label = self.items.test[index]
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert(self.mode)
-        except (OSError, ValueError):  # the main process names the file
+        image = open_image(path, self.mode, self.shorter)
+        if image is None:  # the main process names the file
             return None, -1, index
         return self.view(image), label, index
 
@@ -147,10 +161,13 @@ def score_scales(
         for i, views in enumerate(per_image):
             groups.setdefault(tuple(views[scale].shape), []).append(i)
         out: list[Tensor | None] = [None] * len(per_image)
-        for members in groups.values():
-            batch = torch.stack([per_image[i][scale] for i in members]).to(device)
-            for i, row in zip(members, score_map(model, batch, channel_mean), strict=True):
-                out[i] = row
+        for shape, members in groups.items():
+            step = max(1, PIXELS_PER_PASS // math.prod(shape[1:]))  # bounds activation memory
+            for begin in range(0, len(members), step):
+                part = members[begin : begin + step]
+                batch = torch.stack([per_image[i][scale] for i in part]).to(device)
+                for i, row in zip(part, score_map(model, batch, channel_mean), strict=True):
+                    out[i] = row
         results.append(torch.stack(out))  # type: ignore[arg-type]
     return results
 
@@ -239,11 +256,10 @@ def _pixel_mean(
 
 
 def _workers(request: Request, recipe: Recipe, in_memory: bool) -> int:
-    """Loader processes: as asked, else the recipe's for files (at most one per core)."""
+    """Loader processes: as asked, else the recipe's for files; at most one per core."""
     if request.workers is not None:
-        return request.workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if in_memory else min(recipe.workers, cores or 1)
+        return worker_count(request.workers)
+    return 0 if in_memory else worker_count(recipe.workers)
 
 
 @dataclass(frozen=True)
@@ -256,6 +272,8 @@ class _Setup:
     mean: Tensor
     device: torch.device
     items: Folder | Split
+    shorter: int  # the largest shorter side a test image is resized to
+    scales: tuple[int, ...]
 
 
 def _setup(request: Request) -> _Setup:
@@ -278,21 +296,27 @@ def _setup(request: Request) -> _Setup:
     recipe = Recipe.model_validate(config["recipe"])
     device = torch.device(request.device)
     mean = _pixel_mean(state, recipe, config["choices"]["seed"], data, shape).to(device)
+    scales = request.scales or default_scales(shape[1:])
+    batch_size = request.batch_size or recipe.eval_batch_size
     if request.test == "multiscale":
-        model = fcn_model(config, compiled, state["model"], request.scales)
+        model = fcn_model(config, compiled, state["model"], scales)
+        if request.batch_size is None:
+            per_image = shape[0] * sum(s * s for s in scales)
+            batch_size = max(1, min(batch_size, VIEW_BYTES_PER_BATCH // per_image))
     model.to(device).eval()
     items: Folder | Split = data
     if isinstance(data, InMemory):  # fitted to the input size, as the trainer sees them
         items = Split(augment.fit(data.test.images, *shape), data.test.labels)
     test_size = max(request.test_size or recipe.test_size or 0, *shape[1:])
-    view = views_for(request.test, shape[1:], test_size, request.scales)
+    view = views_for(request.test, shape[1:], test_size, scales)
+    shorter = max(scales) if request.test == "multiscale" else test_size
     loader = torch.utils.data.DataLoader(
-        ViewSet(items, "L" if shape[0] == 1 else "RGB", view),
-        batch_size=request.batch_size or recipe.eval_batch_size,
+        ViewSet(items, "L" if shape[0] == 1 else "RGB", view, shorter),
+        batch_size=batch_size,
         num_workers=_workers(request, recipe, in_memory=isinstance(items, Split)),
         collate_fn=_keep_lists,
     )
-    return _Setup(source, model, loader, mean, device, items)
+    return _Setup(source, model, loader, mean, device, items, shorter, scales)
 
 
 def _scored(setup: _Setup, multiscale: bool) -> Iterator[Scored]:
@@ -304,10 +328,8 @@ def _scored(setup: _Setup, multiscale: bool) -> Iterator[Scored]:
             bad = [index for _, label, index in batch if label < 0]
             if bad:
                 assert isinstance(setup.items, Folder)  # in-memory images always read
-                raise TrainError(
-                    "cannot read this image (missing, truncated or not an image)",
-                    Location(str(setup.items.test[bad[0]][0])),
-                )
+                path = setup.items.test[bad[0]][0]
+                raise TrainError(image_problem(path, setup.shorter), Location(str(path)))
             labels = torch.tensor([label for _, label, _ in batch], device=device)
             if multiscale:
                 per_scale = tuple(score_scales(model, [v for v, _, _ in batch], mean, device))
@@ -345,7 +367,7 @@ def evaluate(request: Request) -> dict[str, Any]:
         "checkpoint": f"{request.checkpoint}.pt",
         "data": setup.source,
         "test": request.test,
-        "views_per_image": {"center": 1, "10crop": 10, "multiscale": len(request.scales)}[
+        "views_per_image": {"center": 1, "10crop": 10, "multiscale": len(setup.scales)}[
             request.test
         ],
         "images": images,
@@ -355,7 +377,7 @@ def evaluate(request: Request) -> dict[str, Any]:
     if request.test == "multiscale":
         result["scales"] = [
             {"scale": s, "top1_error": e[1] / images, "top5_error": e[5] / images}
-            for s, e in zip(request.scales, scale_errors, strict=True)
+            for s, e in zip(setup.scales, scale_errors, strict=True)
         ]
     return result
 

@@ -7,6 +7,7 @@ DistributedDataParallel each rank takes its slice of every global batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,7 +17,7 @@ from PIL import Image
 
 from resgraph.errors import Location
 from resgraph.train import TrainError, augment
-from resgraph.train.datasets import Dataset, Folder, InMemory, Split
+from resgraph.train.datasets import Dataset, Folder, InMemory, Split, image_problem, open_image
 from resgraph.train.recipe import Recipe
 
 Tensor = torch.Tensor
@@ -43,6 +44,13 @@ class Batches(Protocol):
     def train(self, epoch: int, start: int) -> Iterator[Batch]: ...
 
     def evaluate(self, split: str) -> Iterator[Batch]: ...
+
+
+def worker_count(asked: int) -> int:
+    """Loader processes: as asked, but at most one per core this process may run on (more
+    only contend, and DataLoader warns about them at length)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(asked, cores or 1)
 
 
 def _check_lighting(recipe: Recipe, channels: int) -> None:
@@ -75,12 +83,26 @@ def _per_rank(recipe: Recipe, where: Placement, size: int) -> tuple[int, int]:
     return recipe.batch_size // where.world, steps
 
 
+def _mean(images: Tensor) -> Tensor:
+    """Per-pixel mean in [0, 1] of uint8 images, summed a chunk at a time (no float copy)."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
+    for begin in range(0, len(images), 1024):
+        total += images[begin : begin + 1024].sum(0, dtype=torch.float64)
+    return (total / len(images) / 255).float()
+
+
 class InMemoryBatches:
     """Batches from tensors held on the device, augmented there in one shot per batch."""
 
     def __init__(self, data: InMemory, recipe: Recipe, seed: int, where: Placement) -> None:
         channels, height, width = where.shape
         _check_lighting(recipe, channels)
+        if recipe.augment.pad > max(height, width):
+            raise TrainError(
+                f"augment.pad {recipe.augment.pad} is more than the {height}x{width} input; "
+                "crops would be mostly padding",
+                Location("recipe augment.pad"),
+            )
         train = Split(augment.fit(data.train.images, channels, height, width), data.train.labels)
         test = Split(augment.fit(data.test.images, channels, height, width), data.test.labels)
         self.splits = {"test": test}
@@ -97,7 +119,7 @@ class InMemoryBatches:
         self.per_rank, self.steps_per_epoch = _per_rank(recipe, where, len(train))
         self.images = train.images.to(where.device)
         self.labels = train.labels.to(where.device)
-        self.mean = self.images.float().mean(0).div_(255)
+        self.mean = _mean(self.images)
 
     def train(self, epoch: int, start: int) -> Iterator[Batch]:
         """This rank's batches of one epoch from step `start` on."""
@@ -145,6 +167,9 @@ class FolderImages(torch.utils.data.Dataset):
         self.mode = "L" if shape[0] == 1 else "RGB"
         self.size = shape[1:]
         self.test_size = recipe.test_size or max(self.size)
+        scale = recipe.augment.scale
+        widest = self.test_size if scale is None or not training else scale[1]
+        self.shorter = max(widest, *self.size)  # the largest shorter side images get
 
     def __len__(self) -> int:
         return len(self.files)
@@ -152,10 +177,8 @@ class FolderImages(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int, int]:
         index, epoch = key
         path, label = self.files[index]
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert(self.mode)
-        except (OSError, ValueError):  # a blank stands in; the main process names the file
+        image = open_image(path, self.mode, self.shorter)
+        if image is None:  # a blank stands in; the main process names the file
             blank = Image.new(self.mode, (self.size[1], self.size[0]))
             return self._transform(blank, augment.generator("blank")), -1, index
         return (
@@ -199,17 +222,14 @@ class FolderBatches:
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_sampler=keys,
-            num_workers=self.recipe.workers,
+            num_workers=worker_count(self.recipe.workers),
             pin_memory=self.where.device.type == "cuda",
         )
         for images, labels, indices in loader:
             bad = (labels < 0).nonzero()
             if len(bad):
                 path = dataset.files[int(indices[bad[0, 0]])][0]
-                raise TrainError(
-                    "cannot read this image (missing, truncated or not an image)",
-                    Location(str(path)),
-                )
+                raise TrainError(image_problem(path, dataset.shorter), Location(str(path)))
             yield images.to(self.where.device, non_blocking=True), labels.to(self.where.device)
 
     def _pixel_mean(self) -> Tensor:

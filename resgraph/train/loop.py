@@ -100,16 +100,22 @@ class Trainer:
             "pixel_mean": self.batches.mean.cpu(),  # what `resgraph evaluate` subtracts
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by `state`."""
+    def restore(self, path: Path) -> dict[str, Any]:
+        """Continue from the checkpoint `state` wrote to `path`; return it, checked."""
+        state = checkpoint.read(path, self.model, tuple(self.batches.mean.shape), self.state())
+        where = Location(str(path))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        checkpoint.restore_rng_states(state["rng"])
+        try:
+            self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise TrainError(f"damaged checkpoint: scaler: {exc}", where) from None
+        checkpoint.restore_rng_states(state["rng"], where)
         self.iteration = state["position"]["iteration"]
         self.totals = torch.tensor(state["totals"], dtype=torch.float64, device=self.ctx.device)
         self.best, self.records = state["best"], state["records"]
+        return state
 
     def fit(self) -> dict[str, Any] | None:
         """Train to `total` iterations; return the last metrics record written, if any."""

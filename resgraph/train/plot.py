@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from resgraph.output import write_atomic
 from resgraph.train import metrics
 
 
+def quiet(draw: Callable[..., None]) -> Callable[..., None]:
+    """Run a drawing function with matplotlib's warnings (missing glyphs in a run's name, a
+    legend with no labels) not shown: a tool's output is its own, and the figure is written."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            draw(*args, **kwargs)
+
+    return wrapper
+
+
+@quiet
 def plot_errors(runs: list[Path], output: Path) -> None:
     """Thin dashed training error, bold test error, one colour per run, against iterations."""
     import matplotlib
@@ -18,7 +36,7 @@ def plot_errors(runs: list[Path], output: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for index, run in enumerate(runs):
-        records = metrics.read(run, required=("iteration", "train_error", "test_error"))
+        records = metrics.read(run, required=metrics.PLOTTED)
         colour = f"C{index}"
         steps = [r["iteration"] for r in records]
         axes.plot(

@@ -10,23 +10,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from resgraph.argtypes import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_ITERATIONS,
+    MAX_LR,
+    MAX_SIDE,
+    MAX_WORKERS,
+)
 from resgraph.errors import Location
 from resgraph.load import Document, apply_overrides, load_file, parse_yaml
 from resgraph.train import TrainError
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
 
 
 class Warmup(_Model):
     """Start at a small lr until training error falls below a bound (the paper's 110-layer net)."""
 
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=MAX_LR)
     until_train_error: float = Field(gt=0, le=1)
     min_layers: int = Field(default=0, ge=0)
 
@@ -35,18 +46,20 @@ class Schedule(_Model):
     """How the lr falls: at fixed iterations, on a plateau, as a cosine, or never."""
 
     kind: Literal["steps", "plateau", "cosine", "constant"] = "constant"
-    milestones: list[int] = Field(default_factory=list)
+    milestones: list[Annotated[int, Field(ge=0, le=MAX_ITERATIONS)]] = Field(
+        default_factory=list, max_length=1000
+    )
     gamma: float = Field(default=0.1, gt=0, le=1)
     patience: int = Field(default=3, ge=1)
-    threshold: float = Field(default=0.001, ge=0)
+    threshold: float = Field(default=0.001, ge=0, le=1)
 
 
 class Augment(_Model):
     """Training-time augmentation; crops are always to the spec's input size."""
 
-    pad: int = Field(default=0, ge=0)
+    pad: int = Field(default=0, ge=0, le=MAX_SIDE)
     flip: bool = False
-    scale: tuple[int, int] | None = None
+    scale: tuple[Side, Side] | None = None
     lighting: float = Field(
         default=0.0,
         ge=0,
@@ -60,24 +73,24 @@ class Recipe(_Model):
     """Every number of a training run that is not the network itself."""
 
     description: str = ""
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=MAX_LR)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(default=1e-4, ge=0)
-    batch_size: int = Field(gt=0)
-    epochs: int | None = Field(default=None, gt=0)
-    iterations: int | None = Field(default=None, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0, le=1)
+    batch_size: int = Field(gt=0, le=MAX_BATCH)
+    epochs: int | None = Field(default=None, gt=0, le=MAX_EPOCHS)
+    iterations: int | None = Field(default=None, gt=0, le=MAX_ITERATIONS)
     schedule: Schedule = Field(default_factory=Schedule)
     warmup: Warmup | None = None
-    val_split: int = Field(default=0, ge=0)
+    val_split: int = Field(default=0, ge=0, le=MAX_ITERATIONS)
     augment: Augment = Field(default_factory=Augment)
-    test_size: int | None = Field(default=None, gt=0)
+    test_size: Side | None = None
     test_crops: Literal[1, 10] = 1
-    eval_every: int = Field(default=0, ge=0)
-    checkpoint_every: int = Field(default=0, ge=0)
-    eval_batch_size: int = Field(default=256, gt=0)
-    mean_images: int = Field(default=10_000, gt=0)
-    workers: int = Field(default=4, ge=0)
+    eval_every: int = Field(default=0, ge=0, le=MAX_ITERATIONS)
+    checkpoint_every: int = Field(default=0, ge=0, le=MAX_ITERATIONS)
+    eval_batch_size: int = Field(default=256, gt=0, le=MAX_BATCH)
+    mean_images: int = Field(default=10_000, gt=0, le=MAX_ITERATIONS)
+    workers: int = Field(default=4, ge=0, le=MAX_WORKERS)
     sync_bn: bool = False
 
     @model_validator(mode="after")

@@ -9,20 +9,37 @@ them, except the length (--epochs).
 from __future__ import annotations
 
 import importlib
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
+from resgraph.argtypes import MAX_EPOCHS, MAX_SEED
 from resgraph.errors import Location, SpecError
 from resgraph.load import Document, parse_yaml
 from resgraph.output import write_atomic
 from resgraph.pipeline import Compiled, compile_spec
 from resgraph.registry import resolve_spec
-from resgraph.train import TrainError, checkpoint, distributed, metrics
+from resgraph.train import (
+    TrainError,
+    checkpoint,
+    distributed,
+    metrics,
+    read_bounded,
+    user_path,
+)
 from resgraph.train.datasets import Dataset, InMemory, load_source
 from resgraph.train.loaders import Placement, make_batches
 from resgraph.train.loop import Speed, Trainer
@@ -31,6 +48,8 @@ from resgraph.train.recipe import Recipe, load_recipe, split_overrides
 from resgraph.train.schedule import LrSchedule
 
 CONFIG = "config.yaml"
+MAX_CONFIG_BYTES = 1 << 20  # a run's config.yaml is a few KB
+RUN_FILES = (CONFIG, "metrics.jsonl", "last.pt", "best.pt")
 LENGTH_KEYS = ("epochs", "iterations")
 
 
@@ -49,6 +68,7 @@ class Request:
     overrides: list[str] = field(default_factory=list)
     speed: Speed = field(default_factory=Speed)
     tensorboard: bool = False
+    force: bool = False  # a new run may replace the run files in a non-empty --out folder
 
 
 @dataclass(frozen=True)
@@ -64,12 +84,15 @@ def _choices(request: Request, saved: dict[str, Any] | None) -> dict[str, Any]:
     """The run's inputs: from the command line, falling back to a resumed run's, then defaults."""
     if request.spec is None and saved is None:
         raise TrainError("give a spec to train (or --resume DIR)", Location("resgraph train"))
+    old = saved or {}
+    # A resumed run keeps its --set values; ones given again are added, so that a changed
+    # value shows up as a difference whether or not SPEC is given again.
+    kept = list(old.get("overrides", []))
+    overrides = kept + [o for o in request.overrides if o not in kept]
     if request.spec is not None:
         spec_file = str(resolve_spec(request.spec).resolve())
-        overrides = list(request.overrides)
     else:
-        spec_file, overrides = saved["spec_file"], saved["overrides"]
-    old = saved or {}
+        spec_file = saved["spec_file"]
     return {
         "spec_file": spec_file,
         "overrides": overrides,
@@ -89,7 +112,7 @@ def _compile(choices: dict[str, Any]) -> tuple[Compiled, Recipe]:
 
 
 def _difference(old: Any, new: Any, path: str) -> str | None:
-    """The first dotted key where two configs differ, or None.
+    """The first dotted key where two configs differ, or None, said in one short line.
 
     Keys only `new` has are fields a later resgraph added, with the old behaviour as default.
     """
@@ -99,7 +122,21 @@ def _difference(old: Any, new: Any, path: str) -> str | None:
             if found:
                 return found
         return None
-    return None if old == new else f"{path} ({old!r} then, {new!r} now)"
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            return f"{path} ({len(old)} items then, {len(new)} now)"
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            found = _difference(a, b, f"{path}.{index}")
+            if found:
+                return found
+        return None
+    return None if old == new else f"{path} ({_brief(old)} then, {_brief(new)} now)"
+
+
+def _brief(value: Any) -> str:
+    """A value's repr, cut to a length that keeps a message on one line."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -122,8 +159,8 @@ class _Choices(BaseModel):
     overrides: list[StrictStr]
     recipe: StrictStr
     data: StrictStr
-    seed: StrictInt
-    epochs: StrictInt | None
+    seed: StrictInt = Field(ge=0, le=MAX_SEED)
+    epochs: StrictInt | None = Field(ge=1, le=MAX_EPOCHS)
     tensorboard: StrictBool = False
 
 
@@ -140,11 +177,9 @@ class _RunConfig(BaseModel):
 
 def _config_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_bounded(path, MAX_CONFIG_BYTES, CONFIG).decode("utf-8")
     except UnicodeDecodeError:
         raise TrainError(f"damaged {CONFIG}: not UTF-8 text", Location(str(path))) from None
-    except OSError as exc:
-        raise TrainError(f"cannot read {CONFIG}: {exc.strerror}", Location(str(path))) from None
 
 
 def _check_config(doc: Document, path: Path) -> None:
@@ -166,8 +201,8 @@ def _check_config(doc: Document, path: Path) -> None:
 
 def read_config(run: Path) -> dict[str, Any]:
     """A run folder's config.yaml, checked: a damaged one is refused with its location."""
-    path = run / CONFIG
-    if not path.is_file():
+    path = user_path(str(run), "RUN") / CONFIG
+    if not path.exists():
         raise TrainError(f"no {CONFIG} here; is this a training run's folder?", Location(str(run)))
     try:
         doc = parse_yaml(_config_text(path), str(path))
@@ -200,7 +235,8 @@ def load_run(run: Path, which: str = "best.pt") -> TrainedRun:
             Location(str(run / CONFIG)),
         )
     model = model_from_spec(compiled, config["classes"])
-    state = checkpoint.load(run / which)
+    shape = (compiled.spec.input.channels, compiled.spec.input.height, compiled.spec.input.width)
+    state = checkpoint.read(run / which, model, shape)
     model.load_state_dict(state["model"])
     return TrainedRun(config, compiled, model, state)
 
@@ -246,12 +282,51 @@ def _already_done(request: Request, trainer: Trainer, run: Path) -> str | None:
     )
 
 
+def _check_new_folder(run: Path, force: bool) -> None:
+    """A new run writes only into a missing or empty folder, or with --force over a run's files.
+
+    Without the check a folder holding someone's config.yaml or best.pt would be overwritten.
+    """
+    where = Location(str(run))
+    if run.exists() and not run.is_dir():
+        raise TrainError("is a file, not a folder; choose another --out", where)
+    try:
+        entries = sorted(e.name for e in run.iterdir()) if run.is_dir() else []
+    except OSError as exc:
+        raise TrainError(f"cannot read the folder: {exc.strerror}", where) from None
+    if not entries:
+        return
+    if force:
+        for name in RUN_FILES:
+            (run / name).unlink(missing_ok=True)
+        shutil.rmtree(run / metrics.BOARD, ignore_errors=True)
+        return
+    if "last.pt" in entries:
+        raise TrainError(
+            "this folder already holds a run; continue it with --resume, or "
+            "choose another --out (or --force to replace it)",
+            where,
+        )
+    more = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
+    raise TrainError(
+        f"this folder is not empty ({entries[0]}{more}) and holds no run to resume; choose "
+        f"another --out, or give --force to write a new run's {', '.join(RUN_FILES)} there",
+        where,
+    )
+
+
 def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path, str | None]:
     saved = read_config(Path(request.resume)) if request.resume else None
     choices = _choices(request, saved and saved["choices"])
     if choices["tensorboard"]:
         _check_tensorboard()
     compiled, recipe = _compile(choices)
+    run = user_path(
+        request.resume or request.out or str(Path("runs") / compiled.spec.name),
+        "--resume" if request.resume else "--out",
+    )
+    if saved is None and ctx.main:
+        _check_new_folder(run, request.force)
     shape = (compiled.spec.input.channels, compiled.spec.input.height, compiled.spec.input.width)
     data = load_source(choices["data"], shape, compiled.plan.classes)
     _check_channels(data, shape[0], choices)
@@ -269,7 +344,6 @@ def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path,
                 f"cannot resume with different settings: {changed}",
                 Location(str(Path(request.resume) / CONFIG)),
             )
-    run = Path(request.resume or request.out or Path("runs") / compiled.spec.name)
     batches = make_batches(
         data, recipe, choices["seed"], Placement(shape, ctx.rank, ctx.world, ctx.device)
     )
@@ -290,20 +364,18 @@ def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path,
     )
     note = None
     if saved is not None:
-        state = checkpoint.load(run / "last.pt")
-        trainer.restore(state)
+        state = trainer.restore(run / "last.pt")
         note = _already_done(request, trainer, run)
         if ctx.main:
             metrics.keep_first(run, state["records"])
             write_atomic(run / CONFIG, yaml.safe_dump(config, sort_keys=False))
     elif ctx.main:
-        if (run / "last.pt").exists():
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
             raise TrainError(
-                "this folder already holds a run; continue it with --resume, or "
-                "choose another --out",
-                Location(str(run)),
-            )
-        run.mkdir(parents=True, exist_ok=True)
+                f"cannot create the run folder: {exc.strerror}", Location(str(run))
+            ) from None
         write_atomic(run / CONFIG, yaml.safe_dump(config, sort_keys=False))
         write_atomic(run / metrics.FILE, "")
     return trainer, run, note

@@ -205,8 +205,11 @@ class _Renderer:
         key = (tuple((la.name, la.op, la.attrs, la.channels) for la in layers), folded)
         if key not in self.projections:
             lines = []
+            kept = [i for i, layer in enumerate(layers) if layer.name not in folded]
             for i, layer in enumerate(layers):
                 if layer.name in folded:
+                    if kept and i < kept[-1]:  # hold its index: later keys keep their numbers
+                        lines.append("nn.Identity()")
                     continue
                 channels = expr.render(layer.channels)
                 lines.append(_constructor(layer, channels, layer.name in biased, inplace=i > 0))

@@ -11,6 +11,7 @@ import re
 import textwrap
 
 from resgraph.errors import Location, SpecError
+from resgraph.language import GENERATED_NAMES
 
 # nn.Module attributes a layer or stage name must not shadow.
 MODULE_ATTRIBUTES = frozenset(
@@ -73,20 +74,7 @@ MODULE_ATTRIBUTES = frozenset(
         "reset_parameters",
     }
 )
-MODULE_NAMES = frozenset(
-    {
-        "SqueezeExcite",
-        "ConvClassifier",
-        "torch",
-        "nn",
-        "build_model",
-        "fold_batchnorm",
-        "ZeroPadShortcut",
-        "SPEC_NAME",
-        "SPEC_HASH",
-        "annotations",
-    }
-)
+MODULE_NAMES = GENERATED_NAMES
 
 
 def docstring(text: str, indent: int = 0, width: int = 92) -> str:
