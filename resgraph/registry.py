@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from resgraph.errors import Location, SpecError
+from resgraph.paths import status
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -55,7 +56,7 @@ def resolve_spec(spec: str | Path) -> Path:
     note when its stem is a shipped model (`specs/resnet50.yaml` away from the checkout).
     """
     path = Path(spec)
-    if path.exists():
+    if status(path) is not None:  # a SpecError for names the system refuses (too long, NUL)
         return path
     if _NAME.fullmatch(str(spec)):
         return spec_path(str(spec))
