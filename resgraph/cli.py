@@ -276,6 +276,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the shipped models with their parameters and MACs."""
+    from resgraph.registry import model_table, model_table_text
+
+    rows = model_table(args.pattern)
+    print(json.dumps(rows, indent=2) if args.json else model_table_text(rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print a shipped model's YAML, to start a design from."""
+    from resgraph.registry import spec_path
+
+    sys.stdout.write(spec_path(args.name).read_text(encoding="utf-8"))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of the spec language."""
     from resgraph.spec import json_schema
@@ -399,6 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_training_parsers(sub)
 
+    p = sub.add_parser("list", help="the shipped models, with parameters and MACs")
+    p.add_argument("pattern", nargs="?", metavar="PATTERN", help="a glob, e.g. 'resnet*'")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="print a shipped model's YAML")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_show)
+
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     p.set_defaults(func=cmd_schema)
     return parser
@@ -418,6 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug in resgraph, not the user's spec: say so in one line
+        from resgraph.extras import install_hint
+
+        hint = install_hint(exc.name, args.command) if type(exc) is ModuleNotFoundError else None
+        if hint is not None:  # an optional extra is missing: say which to install
+            print(f"resgraph {args.command}: {hint}", file=sys.stderr)
+            return 1
         if os.environ.get("RESGRAPH_DEBUG"):
             raise
         print(

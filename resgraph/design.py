@@ -24,6 +24,7 @@ from resgraph.load import load_spec
 from resgraph.ops import OPS
 from resgraph.ops.base import fmt
 from resgraph.pipeline import compile_spec
+from resgraph.registry import resolve_spec
 
 MAX_POINTS = 1024  # a sweep compiles every point; beyond this it is a typo, not a design study
 
@@ -330,7 +331,7 @@ def sweep(
     A spec that does not load at all (missing file, bad YAML) fails the sweep instead of
     giving the same error at every point.
     """
-    load_spec(path)
+    load_spec(resolve_spec(path))
     points: list[Point] = []
     for combination in itertools.product(*grid.values()):
         values = dict(zip(grid, combination, strict=True))

@@ -19,6 +19,7 @@ import yaml
 
 from resgraph.errors import Location, SpecError
 from resgraph.paths import describe, status
+from resgraph.registry import shipped_file
 
 MAX_FILE_BYTES = 1 << 20
 READ_CHUNK = 1 << 20  # reads grow with the file, never with the limit
@@ -291,6 +292,9 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
     except SpecError as exc:  # a name too long, a symlink loop, a NUL byte
         raise SpecError(f"extends {parent_name!r}: {exc.message}", where) from None
     parent_path, here = Path(os.path.realpath(given)), Path(os.path.realpath(path))
+    shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
+    if found is None and (shipped := shipped_file(parent_name)) is not None:
+        parent_path, shown, found = Path(os.path.realpath(shipped)), shipped, status(shipped)
     if parent_path in (*chain, here):
         cycle = " -> ".join(p.name for p in (*chain, here, parent_path))
         raise SpecError(f"extends cycle: {cycle}", where)
@@ -302,7 +306,6 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> Document:
             "not a spec file",
             where,
         )
-    shown = Path(os.path.normpath(path.parent / parent_name))  # as the user's paths are written
     parent = _load_with_parents(shown, (*chain, here))
     del doc.data["extends"]
     return merge(parent, doc)

@@ -21,6 +21,7 @@ from resgraph.graph import build_network, to_networkx
 from resgraph.ir import Network
 from resgraph.load import Document, apply_overrides, load_spec
 from resgraph.passes import cost, fold
+from resgraph.registry import resolve_spec
 from resgraph.spec import Spec, all_field_names
 
 
@@ -103,9 +104,21 @@ def _sort_key(doc: Document, loc: tuple[Any, ...]) -> tuple[int, int]:
 def compile_spec(
     path: str | Path, overrides: Sequence[str] = (), max_nodes: int = DEFAULT_MAX_NODES
 ) -> Compiled:
-    """Load, validate, expand and analyse a spec file; raise SpecError on any mistake."""
-    path = Path(path)
-    doc = apply_overrides(load_spec(path), overrides, fields=Spec.model_fields)
+    """Load, validate, expand and analyse a spec file or shipped model's name; raise SpecError
+    on any mistake."""
+    path = resolve_spec(path)
+    return compile_document(load_spec(path), path, overrides, max_nodes)
+
+
+def compile_document(
+    doc: Document,
+    path: Path,
+    overrides: Sequence[str] = (),
+    max_nodes: int = DEFAULT_MAX_NODES,
+) -> Compiled:
+    """The front end after loading, for documents from text or data; `path` names the source
+    (generated files say they come from `path.name`). Overrides change `doc` in place."""
+    doc = apply_overrides(doc, overrides, fields=Spec.model_fields)
     spec = to_spec(doc)
     plan = expand(spec, doc, max_nodes)
     with _collector_paused():

@@ -14,10 +14,15 @@ SPECS = REPO / "specs"
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 300
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m resgraph ARGS` as a separate process, with this checkout first on the path."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    """Run `python -m resgraph ARGS` as a separate process, with this checkout first on the path
+    (`env` adds to or replaces variables)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        **(env or {}),
+    }
     env.pop("RESGRAPH_DEBUG", None)
     return subprocess.run(
         [sys.executable, "-m", "resgraph", *args],

@@ -34,6 +34,7 @@ OPTIONAL = {
     "onnx": ("onnx",),
     "save_weights.py": ("torch",),
     "compare.py": ("torch", "onnxruntime"),
+    "api/example.py": ("torch",),
 }
 
 

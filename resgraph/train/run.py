@@ -31,6 +31,7 @@ from resgraph.errors import Location, SpecError
 from resgraph.load import Document, parse_yaml
 from resgraph.output import write_atomic
 from resgraph.pipeline import Compiled, compile_spec
+from resgraph.registry import resolve_spec
 from resgraph.train import (
     TrainError,
     checkpoint,
@@ -89,7 +90,7 @@ def _choices(request: Request, saved: dict[str, Any] | None) -> dict[str, Any]:
     kept = list(old.get("overrides", []))
     overrides = kept + [o for o in request.overrides if o not in kept]
     if request.spec is not None:
-        spec_file = str(Path(request.spec).resolve())
+        spec_file = str(resolve_spec(request.spec).resolve())
     else:
         spec_file = saved["spec_file"]
     return {
