@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from resgraph import expr
 from resgraph.errors import Location, SpecError
 from resgraph.load import Document, KeyPath, parse_yaml
+from resgraph.ops import OPS
 from resgraph.ops.base import evaluate
 from resgraph.spec import MAX_BLOCKS, BlockType, Layer, Shortcut, Spec
 
@@ -64,6 +65,8 @@ class BlockPlan:
     shortcut_where: Where
     where: Where
     stride_on_where: Location | None = None
+    dilation: int = 1  # the block's dilation (atrous rate), `dilation` in its layers
+    first_dilation: int = 1  # its first dilated conv's: the previous stage's in a first block
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
 
     stages: list[StagePlan] = []
     node_estimate = len(spec.stem) + 4
+    reached = _stem_stride(spec, params, root)  # input size over the map's, so far
+    dilation = 1
     for i, stage in enumerate(spec.stages):
         here = root.child("stages", i)
         what = f"stages[{i}]"
@@ -150,6 +155,17 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
         )
         width = evaluate(stage.width, params, here("width"), f"{what}.width")
         stride = evaluate(stage.stride, params, here("stride"), f"{what}.stride")
+        previous = dilation
+        if stage.dilation is not None:
+            if spec.output_stride is not None:
+                raise SpecError(
+                    f"{what}: set either output_stride or the stages' dilation, not both",
+                    here("dilation"),
+                )
+            dilation = evaluate(stage.dilation, params, here("dilation"), f"{what}.dilation")
+        elif spec.output_stride is not None and reached * stride > spec.output_stride:
+            dilation, stride = dilation * stride, 1  # torchvision's replace_stride_with_dilation
+        reached *= stride
         use = stage.block or spec.block
         use_where = here.child("block") if stage.block else root.child("block")
         if use is None:
@@ -181,12 +197,31 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
                 shortcut_where,
                 here,
                 stride_on_where,
+                dilation,
+                previous if j == 0 else dilation,
             )
             for j in range(blocks)
         ]
         stages.append(StagePlan(name, plans, here))
+    if spec.output_stride is not None and reached != spec.output_stride:
+        raise SpecError(
+            f"output_stride {spec.output_stride}: the stem and stage strides reach {reached} "
+            f"instead; choose an output stride the strides pass through",
+            root("output_stride"),
+        )
     classes = evaluate(spec.head.classes, params, root("head", "classes"), "head.classes")
     return Plan(spec, params, stages, classes, root)
+
+
+def _stem_stride(spec: Spec, params: dict[str, int], root: Where) -> int:
+    """The product of the stem layers' strides: the stages' starting reduction."""
+    stride = 1
+    for i, layer in enumerate(spec.stem):
+        attrs = OPS[layer.op].resolve(layer.args, 0)
+        if hasattr(attrs, "stride"):
+            where = root.child("stem", i, layer.op)
+            stride *= evaluate(attrs.stride, params, where("stride"), f"stem[{i}].stride")
+    return stride
 
 
 def _resolve_params(

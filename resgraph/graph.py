@@ -42,6 +42,8 @@ from resgraph.spec import Shortcut as ShortcutPolicy
 __all__ = ["INPUT", "build_network", "to_networkx"]
 
 SCALED_BY_BLOCK = "stride"  # the name a stride_on layer's stride is multiplied by
+DILATION, FIRST_DILATION = "dilation", "first_dilation"  # a block's dilations, by name
+UNDILATED: tuple[Dim, Dim] = (1, 1)
 
 
 def templates(
@@ -51,15 +53,21 @@ def templates(
     where: Where,
     stride_on: str | None = None,
     offset: int = 0,
+    dilations: tuple[Dim, Dim] = UNDILATED,
 ) -> tuple[LayerTemplate, ...]:
     """Resolve layers once, tracking input channels as an expression through them.
 
     `offset` is the first layer's index in the list the spec wrote (layers after an add).
+    `dilations` (first, later): the defaults of the first op that takes the block's dilation
+    and of those after it; names in a dilated network's block types, else 1.
     """
     out = []
+    dilation, later = dilations
     for i, (layer, name) in enumerate(zip(layers, names, strict=True), start=offset):
         op = OPS[layer.op]
-        attrs = op.resolve(layer.args, channels)
+        attrs = op.resolve(layer.args, channels, dilation)
+        if dilation != later and getattr(attrs, "dilation", None) == dilation:
+            dilation = later
         if name == stride_on and hasattr(attrs, "stride"):  # else _check_stride_on says why
             attrs = dataclasses.replace(attrs, stride=times(attrs.stride, SCALED_BY_BLOCK))
         here = where.child(i, layer.op)
@@ -86,6 +94,10 @@ class _Builder:
         self.nodes: dict[str, Node] = {}
         self.block_templates: dict[tuple[int, str | None], BlockTemplate] = {}
         self.projections: dict[int, ProjectionTemplate] = {}
+        dilated = any(
+            (b.dilation, b.first_dilation) != UNDILATED for s in plan.stages for b in s.blocks
+        )
+        self.dilations: tuple[Dim, Dim] = (FIRST_DILATION, DILATION) if dilated else UNDILATED
 
     def channels(self, name: str) -> int:
         return self.nodes[name].shape[0]
@@ -255,10 +267,21 @@ class _Builder:
                 "layer of the residual branch",
                 plan.source.where("projection_from"),
             )
-        branch = templates(layers[:split], names[:split], "in_channels", where, plan.stride_on)
+        branch = templates(
+            layers[:split], names[:split], "in_channels", where, plan.stride_on, 0, self.dilations
+        )
         last = branch[-1] if branch else None
         channels = OPS[last.op].out_channels(last.attrs, last.channels) if last else "in_channels"
-        post = templates(layers[split + 1 :], names[split + 1 :], channels, where, offset=split + 1)
+        later = self.dilations[1]
+        post = templates(
+            layers[split + 1 :],
+            names[split + 1 :],
+            channels,
+            where,
+            None,
+            split + 1,
+            (later, later),
+        )
         template = BlockTemplate(
             type_name=plan.source.name,
             description=block_type.description,
@@ -283,7 +306,13 @@ class _Builder:
             self._check_stride_on(plan, template)
         residual = template.add is not None and plan.shortcut.option != "none"
         in_channels = self.channels(x)
-        scope = {"in_channels": in_channels, "width": plan.width, **plan.params}
+        scope = {
+            "in_channels": in_channels,
+            "width": plan.width,
+            DILATION: plan.dilation,
+            FIRST_DILATION: plan.first_dilation,
+            **plan.params,
+        }
         for name, value in block_type.let.items():
             scope[name] = evaluate(value, scope, plan.source.where("let", name), f"{label}: {name}")
         prefix = f"{plan.name}."
@@ -331,6 +360,8 @@ class _Builder:
             out_channels=self.channels(y),
             width=plan.width,
             stride=plan.stride,
+            dilation=plan.dilation,
+            first_dilation=plan.first_dilation,
             params=plan.params,
             shortcut=shortcut,
             residual_bn=residual_bn,

@@ -99,6 +99,8 @@ class Block:
     out_channels: int
     width: int
     stride: int
+    dilation: int  # its dilation (atrous rate), `dilation` in its layers
+    first_dilation: int  # its first dilated conv's: the previous stage's in a stage's first block
     params: Mapping[str, int]
     shortcut: Shortcut
     residual_bn: str | None  # the branch's last BN (node name): zeroed by zero_init_residual

@@ -36,6 +36,8 @@ RESERVED_NAMES = frozenset(
         "out_channels",
         "width",
         "stride",
+        "dilation",
+        "first_dilation",
         "downsample",
         "num_classes",
     }

@@ -173,6 +173,15 @@ class Stage(Model):
     blocks: IntExpr = Field(description="Number of blocks, at least 1.")
     width: IntExpr = Field(description="The stage's width; block layers read it as `width`.")
     stride: IntExpr = Field(1, description="The first block's stride; the others use 1.")
+    dilation: IntExpr | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "The stage's dilation (atrous rate); by default the previous stage's (1 at first). "
+            "Its first block keeps the previous dilation in its first dilated conv "
+            "(`first_dilation`), as torchvision's dilated stages do."
+        ),
+    )
     block: BlockUse | None = Field(
         None, description="This stage's block type; by default the top-level `block`."
     )
@@ -250,6 +259,16 @@ class Spec(Model):
     )
     stem: list[Layer] = Field(default_factory=list, description="Layers before the first stage.")
     stages: list[Stage] = Field(min_length=1, description="The stages, in order.")
+    output_stride: Literal[8, 16, 32] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "Input size over the last feature map's size. Stages whose stride would exceed it "
+            "lose their stride and dilate by it instead, as torchvision's "
+            "`replace_stride_with_dilation` and timm's `output_stride` do (8 or 16 for "
+            "DeepLab-style segmentation)."
+        ),
+    )
     head: Head = Field(description="What follows the last stage.")
     init: Init = Field(default_factory=Init, description="How weights are initialised.")
 

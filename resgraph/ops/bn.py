@@ -43,7 +43,7 @@ class BatchNormOp(Op):
     name = "bn"
     language = BatchNorm
 
-    def resolve(self, args: BatchNorm, channels: Dim) -> BatchNormAttrs:
+    def resolve(self, args: BatchNorm, channels: Dim, dilation: Dim = 1) -> BatchNormAttrs:
         return BatchNormAttrs(args.eps, args.momentum)
 
     def shape(

@@ -38,7 +38,7 @@ class LinearOp(Op):
     name = "linear"
     language = Linear
 
-    def resolve(self, args: Linear, channels: Dim) -> LinearAttrs:
+    def resolve(self, args: Linear, channels: Dim, dilation: Dim = 1) -> LinearAttrs:
         return LinearAttrs(args.out, args.bias)
 
     def out_channels(self, attrs: LinearAttrs, channels: Dim) -> Dim:

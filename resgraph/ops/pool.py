@@ -50,7 +50,7 @@ class MaxPoolOp(Op):
     language = Pool
     torch_class = "MaxPool2d"
 
-    def resolve(self, args: Pool, channels: Dim) -> PoolAttrs:
+    def resolve(self, args: Pool, channels: Dim, dilation: Dim = 1) -> PoolAttrs:
         return PoolAttrs(
             args.kernel,
             args.kernel if args.stride is None else args.stride,

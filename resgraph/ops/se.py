@@ -55,7 +55,7 @@ class SqueezeExciteOp(Op):
     language = SqueezeExcite
     torch_helper = HELPER
 
-    def resolve(self, args: SqueezeExcite, channels: Dim) -> SqueezeExciteAttrs:
+    def resolve(self, args: SqueezeExcite, channels: Dim, dilation: Dim = 1) -> SqueezeExciteAttrs:
         return SqueezeExciteAttrs(args.reduction, expr.divided(channels, args.reduction))
 
     def shape(

@@ -9,6 +9,7 @@ decisions from the fold pass.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from resgraph import __version__, expr
 from resgraph.backends.pytorch.format import format_source
 from resgraph.backends.pytorch.names import MODULE_NAMES, camel, check_attribute, comment, docstring
 from resgraph.errors import SpecError
+from resgraph.graph import DILATION, FIRST_DILATION
 from resgraph.ir import INPUT, Block, BlockTemplate, LayerTemplate, Network, Node
 from resgraph.ops import OPS
 from resgraph.ops.base import rendered
@@ -169,6 +171,7 @@ class _Renderer:
         template = block.template
         residual = block.residual
         sig = ["in_channels: int", "width: int", "stride: int = 1"]
+        sig += [f"{name}: int = 1" for name in _dilation_names(template)]
         if residual:
             sig.append("downsample: nn.Module | None = None")
         sig += [f"{p}: int = {expr.render(v)}" for p, v in template.params.items()]
@@ -220,6 +223,8 @@ class _Renderer:
         args = [str(block.in_channels), str(block.width)]
         if block.stride != 1:
             args.append(f"stride={block.stride}")
+        values = {FIRST_DILATION: block.first_dilation, DILATION: block.dilation}
+        args += [f"{n}={values[n]}" for n in _dilation_names(block.template) if values[n] != 1]
         shortcut = block.shortcut
         if shortcut.kind == "zero_pad":
             self.ops_used.add("zero_pad")
@@ -339,6 +344,18 @@ class _Renderer:
             fold_bn=self.options.fold_bn,
             bn_eps=bn_eps,
         )
+
+
+def _dilation_names(template: BlockTemplate) -> list[str]:
+    """The block dilations a template's layers or lets read: constructor arguments."""
+    used: set[str] = set()
+    for layer in (*template.branch, *template.post):
+        for f in dataclasses.fields(layer.attrs):
+            if "minimum" in f.metadata:
+                used |= expr.names(expr.render(getattr(layer.attrs, f.name)))
+    for value in template.let.values():
+        used |= expr.names(expr.render(value))
+    return [name for name in (FIRST_DILATION, DILATION) if name in used]
 
 
 def _block_doc(template: BlockTemplate) -> str:

@@ -1,0 +1,208 @@
+"""Backbones: dilation and output stride against a torchvision-style reference written here.
+
+The reference follows torchvision.models.resnet's code for `replace_stride_with_dilation`
+(torchvision cannot be installed beside the CPU torch here): in a dilated stage the stride
+becomes 1 and the running dilation is multiplied by it; the stage's first block keeps the
+previous dilation in its 3x3 conv (padding = dilation), later blocks take the new one; the
+projection is a 1x1 conv with stride 1.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from resgraph.backends.pytorch import build_module
+from resgraph.errors import SpecError
+from resgraph.pipeline import compile_spec
+from tests.conftest import SPECS
+
+
+class RefBottleneck(nn.Module):
+    """torchvision's Bottleneck: stride and dilation in the 3x3 conv."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        dilation: int = 1,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(
+            planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        )
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class RefResNet50(nn.Module):
+    """torchvision's ResNet with Bottleneck, [3, 4, 6, 3], replace_stride_with_dilation."""
+
+    def __init__(self, replace_stride_with_dilation: list[bool]) -> None:
+        super().__init__()
+        self.inplanes, self.dilation = 64, 1
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, 3)
+        dilate = replace_stride_with_dilation
+        self.layer2 = self._make_layer(128, 4, stride=2, dilate=dilate[0])
+        self.layer3 = self._make_layer(256, 6, stride=2, dilate=dilate[1])
+        self.layer4 = self._make_layer(512, 3, stride=2, dilate=dilate[2])
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2048, 1000)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1, dilate: bool = False):
+        downsample = None
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
+        if stride != 1 or self.inplanes != planes * 4:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * 4, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * 4),
+            )
+        layers = [RefBottleneck(self.inplanes, planes, stride, downsample, previous_dilation)]
+        self.inplanes = planes * 4
+        for _ in range(1, blocks):
+            layers.append(RefBottleneck(self.inplanes, planes, dilation=self.dilation))
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def intermediate_layers(model: nn.Module, x: torch.Tensor, names: list[str]) -> OrderedDict:
+    """IntermediateLayerGetter's result: the named children's outputs, in order."""
+    out = OrderedDict()
+    for name, child in model.named_children():
+        if name == "avgpool":
+            break
+        x = child(x)
+        if name in names:
+            out[name] = x
+    return out
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine values, so eval mode is a real test."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+            module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            module.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
+            module.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
+
+
+STAGES = ["layer1", "layer2", "layer3", "layer4"]
+DILATE = {8: [False, True, True], 16: [False, False, True]}
+
+
+def _reference(output_stride: int) -> nn.Module:
+    torch.manual_seed(0)
+    ref = RefResNet50(DILATE[output_stride]).eval()
+    randomise_bn(ref)
+    return ref
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_output_stride_is_torchvision_replace_stride_with_dilation(output_stride: int) -> None:
+    ref = _reference(output_stride)
+    small = [f"output_stride={output_stride}", "input.height=64", "input.width=64"]
+    compiled = compile_spec(SPECS / "resnet50_v1_5.yaml", small)
+    ours = build_module(compiled).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = intermediate_layers(ref, x, STAGES)
+        got = intermediate_layers(ours, x, STAGES)
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-4)
+    for name in STAGES:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-4)
+    # the IR's shapes are the module's
+    for name in STAGES:
+        last = compiled.network.stages[STAGES.index(name)].blocks[-1]
+        node = compiled.network.blocks[last].nodes[-1]
+        assert compiled.network.nodes[node].shape == tuple(got[name].shape[1:])
+
+
+@pytest.mark.parametrize("output_stride,sizes", [(8, [56, 28, 28, 28]), (16, [56, 28, 14, 14])])
+def test_output_stride_maps_at_224(output_stride: int, sizes: list[int]) -> None:
+    net = compile_spec(SPECS / "resnet50_v1_5.yaml", [f"output_stride={output_stride}"]).network
+    for stage, size in zip(net.stages, sizes, strict=True):
+        node = net.nodes[net.blocks[stage.blocks[-1]].nodes[-1]]
+        assert node.shape[1:] == (size, size), stage.name
+    plain = compile_spec(SPECS / "resnet50_v1_5.yaml").network
+    assert net.params == plain.params  # dilation adds no weights
+
+
+def test_output_stride_32_changes_nothing() -> None:
+    a = compile_spec(SPECS / "resnet50_v1_5.yaml", ["output_stride=32"]).network
+    b = compile_spec(SPECS / "resnet50_v1_5.yaml").network
+    assert [n.shape for n in a.nodes.values()] == [n.shape for n in b.nodes.values()]
+    assert a.macs == b.macs
+
+
+def test_output_stride_the_strides_never_reach_is_an_error() -> None:
+    with pytest.raises(SpecError, match="output_stride 8: the stem and stage strides reach 4"):
+        compile_spec(SPECS / "cifar_resnet20.yaml", ["output_stride=8"])
+
+
+def test_stage_dilation_and_output_stride_together_is_an_error() -> None:
+    with pytest.raises(SpecError, match="either output_stride or the stages' dilation"):
+        compile_spec(SPECS / "resnet50_v1_5.yaml", ["output_stride=16", "stages.3.dilation=2"])
+
+
+def test_basic_blocks_dilate_both_convs_as_timm() -> None:
+    """timm's BasicBlock: conv1 takes first_dilation, conv2 the block's dilation."""
+    net = compile_spec(SPECS / "resnet18.yaml", ["output_stride=8"]).network
+    dilations = {
+        name: node.attrs.dilation
+        for name, node in net.nodes.items()
+        if node.op == "conv" and name.startswith(("layer3.", "layer4."))
+    }
+    assert dilations["layer3.0.conv1"] == 1 and dilations["layer3.0.conv2"] == 2
+    assert dilations["layer3.1.conv1"] == 2 and dilations["layer4.0.conv1"] == 2
+    assert dilations["layer4.0.conv2"] == 4 and dilations["layer4.1.conv1"] == 4
+    assert dilations["layer4.0.downsample.0"] == 1
+    model = build_module(compile_spec(SPECS / "resnet18.yaml", ["output_stride=8"])).eval()
+    with torch.no_grad():
+        assert model.layer4(model.layer3(torch.zeros(1, 128, 8, 8))).shape == (1, 512, 8, 8)
+
+
+def test_conv_dilation_in_the_language(write_spec) -> None:
+    spec = write_spec(
+        "name: dil\ninput: {channels: 3, height: 32, width: 32}\n"
+        "stem:\n  - conv: {out: 8, kernel: 3, dilation: 3}\n"
+        "block: basic\nstages:\n  - {blocks: 1, width: 8}\nhead: {classes: 10}\n"
+    )
+    compiled = compile_spec(spec)
+    conv = compiled.network.nodes["conv"]
+    assert (conv.attrs.dilation, conv.attrs.padding, conv.shape) == (3, 3, (8, 32, 32))
+    model = build_module(compiled)
+    assert model.conv.dilation == (3, 3) and model.conv.padding == (3, 3)
