@@ -209,8 +209,18 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
             f"instead; choose an output stride the strides pass through",
             root("output_stride"),
         )
-    classes = evaluate(spec.head.classes, params, root("head", "classes"), "head.classes")
+    classes = _classes(spec, params, root)
     return Plan(spec, params, stages, classes, root)
+
+
+def _classes(spec: Spec, params: dict[str, int], root: Where) -> int:
+    """The classifier's outputs; a features head has no classifier (0)."""
+    head = spec.head
+    if head.kind == "features":
+        return 0
+    if head.classes is None:
+        raise SpecError(f"head: a {head.kind} head needs `classes`", root("head"))
+    return evaluate(head.classes, params, root("head", "classes"), "head.classes")
 
 
 def _stem_stride(spec: Spec, params: dict[str, int], root: Where) -> int:

@@ -10,6 +10,7 @@ so shapes are inferred node by node as the IR is built, with each op's own shape
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from typing import Any
 
@@ -22,6 +23,7 @@ from resgraph.ir import (
     INPUT,
     Block,
     BlockTemplate,
+    Feature,
     LayerTemplate,
     Network,
     Node,
@@ -178,16 +180,28 @@ class _Builder:
             spec.head.layers, where.child("layers"), "head", taken | set(stem_names)
         )
         x = self.layers(spec.stem, stem_names, INPUT, root.child("stem"), "stem")
+        reduction = math.prod(getattr(self.nodes[n].attrs, "stride", 1) for n in stem_names)
+        wanted = self.feature_stages(stage_names, where)
         blocks: dict[str, Block] = {}
         stages: list[Stage] = []
+        features: list[Feature] = []
         for stage in self.plan.stages:
+            if wanted is not None and not wanted:
+                break  # a features head builds no stage after the last it returns
             for plan in stage.blocks:
                 x, blocks[plan.name] = self.block(plan, x, stage.name)
+                reduction *= plan.stride
             stages.append(
                 Stage(stage.name, tuple(b.name for b in stage.blocks), stage.where("name"))
             )
-        x = self.layers(spec.head.layers, head_layers, x, where.child("layers"), "head")
-        self.head(x, where)
+            if wanted is not None and stage.name in wanted:
+                wanted.remove(stage.name)
+                features.append(Feature(stage.name, x, self.channels(x), reduction))
+        if wanted is not None:
+            output, head_layers = x, []  # a backbone: no head layers, pool or classifier
+        else:
+            x = self.layers(spec.head.layers, head_layers, x, where.child("layers"), "head")
+            output = self.head(x, where)
         return Network(
             name=spec.name,
             description=spec.description,
@@ -197,12 +211,36 @@ class _Builder:
             blocks=blocks,
             head_layers=tuple(head_layers),
             head_kind=spec.head.kind,
-            output=spec.head.name,
+            output=output,
             classes=self.plan.classes,
             zero_init_residual=spec.init.zero_init_residual,
+            features=tuple(features),
         )
 
-    def head(self, x: str, where: Where) -> None:
+    def feature_stages(self, stage_names: list[str], where: Where) -> list[str] | None:
+        """The stages a features head returns (all by default), checked; None for a classifier."""
+        head = self.plan.spec.head
+        if head.kind != "features":
+            return None
+        if head.stages is None:
+            return list(stage_names)
+        if not head.stages:
+            raise SpecError("head.stages: name at least one stage", where("stages"))
+        for i, name in enumerate(head.stages):
+            if name not in stage_names:
+                close = difflib.get_close_matches(name, stage_names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise SpecError(
+                    f"head.stages: no stage is named {name!r}{hint}; stages: "
+                    + ", ".join(stage_names),
+                    where("stages", i),
+                )
+        positions = [stage_names.index(name) for name in head.stages]
+        if positions != sorted(set(positions)):
+            raise SpecError("head.stages: name each stage once, in network order", where("stages"))
+        return list(head.stages)
+
+    def head(self, x: str, where: Where) -> str:
         """Pool and classify: globally (fc), or fully convolutionally (fcn) for any input size."""
         head = self.plan.spec.head
         classes = self.plan.classes
@@ -212,10 +250,9 @@ class _Builder:
             )
             x = self.add("flatten", "flatten", NoAttrs(), [x], where(), "head flatten", "head")
             classifier = LinearAttrs(out=classes, bias=True)
-            self.add(
+            return self.add(
                 head.name, "linear", classifier, [x], where("classes"), f"head {head.name}", "head"
             )
-            return
         _, h, w = self.nodes[x].shape
         if head.window is None and h != w:
             raise SpecError(
@@ -231,7 +268,7 @@ class _Builder:
         pool = PoolAttrs(kernel=window, stride=1, padding=0)
         x = self.add("avgpool", "avgpool", pool, [x], where("window"), "head avgpool", "head")
         conv = ConvAttrs(out=classes, kernel=1, stride=1, padding=0, groups=1, bias=True)
-        self.add(head.name, "conv", conv, [x], where("classes"), f"head {head.name}", "head")
+        return self.add(head.name, "conv", conv, [x], where("classes"), f"head {head.name}", "head")
 
     def block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, Block]:
         try:

@@ -121,6 +121,16 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Feature:
+    """One output of a features head: a stage's output map (timm's feature_info entry)."""
+
+    name: str  # the stage, the key `forward` returns it under
+    node: str  # the node whose output it is
+    channels: int
+    reduction: int  # input size over the map's: the product of the strides before it
+
+
+@dataclass(frozen=True)
 class Network:
     """The whole network: nodes in topological order, its blocks, stages and head."""
 
@@ -131,13 +141,14 @@ class Network:
     stages: tuple[Stage, ...]
     blocks: Mapping[str, Block]
     head_layers: tuple[str, ...]
-    head_kind: str  # fc | fcn
-    output: str  # the classifier's node
-    classes: int
+    head_kind: str  # fc | fcn | features
+    output: str  # the classifier's node; a features head's last feature's
+    classes: int  # 0 for a features head
     zero_init_residual: bool
     params: int = 0
     macs: int = 0
     folds: Mapping[str, str] = field(default_factory=dict)  # BN -> the conv it folds into
+    features: tuple[Feature, ...] = ()  # a features head's outputs, in network order
 
     @property
     def input(self) -> Node:

@@ -197,13 +197,25 @@ class Head(Model):
         default_factory=list, description="Layers after the last stage, before the pool."
     )
     pool: Literal["avg"] = Field("avg", description="Global average pooling.")
-    classes: IntExpr = Field(description="Number of classes: the classifier's outputs.")
+    classes: IntExpr | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="Number of classes: the classifier's outputs (fc and fcn heads need it).",
+    )
     name: Name = Field("fc", description="The classifier's node and module name.")
-    kind: Literal["fc", "fcn"] = Field(
+    kind: Literal["fc", "fcn", "features"] = Field(
         "fc",
         description="fc: global average pool and a linear layer. fcn: fully convolutional, as in "
         "the Caffe deploy nets: a window x window average pool with stride 1, then the fc as a "
-        "1x1 conv, so a larger input gives a map of class scores (same weights).",
+        "1x1 conv, so a larger input gives a map of class scores (same weights). features: a "
+        "backbone for detection or segmentation: `forward` returns the `stages`' outputs as a "
+        "dict keyed by stage name, with no head layers, pool or classifier.",
+    )
+    stages: list[Name] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="features: the stages whose outputs `forward` returns, in network order; "
+        "by default all. Stages after the last one named are not built.",
     )
     window: IntExpr | None = Field(
         None,

@@ -26,8 +26,24 @@ def layer_rows(graph: nx.DiGraph) -> list[dict[str, Any]]:
     ]
 
 
+def feature_rows(graph: nx.DiGraph) -> list[dict[str, Any]]:
+    """A features head's outputs: name, node, channels, reduction and shape (timm's
+    feature_info); empty for a classifier."""
+    return [
+        {
+            "name": f.name,
+            "node": f.node,
+            "channels": f.channels,
+            "reduction": f.reduction,
+            "shape": list(graph.nodes[f.node]["shape"]),
+        }
+        for f in graph.graph["network"].features
+    ]
+
+
 def summary_dict(graph: nx.DiGraph) -> dict[str, Any]:
     """The `summary --json` contract: name, params, macs, shapes and the layers."""
+    features = feature_rows(graph)
     return {
         "name": graph.graph["name"],
         "params": graph.graph["params"],
@@ -37,6 +53,7 @@ def summary_dict(graph: nx.DiGraph) -> dict[str, Any]:
         "nodes": graph.number_of_nodes(),
         "blocks": len(graph.graph["blocks"]),
         "layers": layer_rows(graph),
+        **({"features": features} if features else {}),
     }
 
 
@@ -62,4 +79,7 @@ def summary_text(graph: nx.DiGraph) -> str:
     out = [f"{graph.graph['name']}: input {fmt(graph.nodes[INPUT]['shape'])}", line(header), rule]
     out += [line(row) for row in rows]
     out += [rule, f"total: {total}, {len(graph.graph['blocks'])} blocks, {len(rows)} layers"]
+    for f in feature_rows(graph):
+        shape = fmt(tuple(f["shape"]))
+        out.append(f"feature {f['name']}: {shape} from {f['node']}, reduction {f['reduction']}")
     return "\n".join(out)

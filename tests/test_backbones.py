@@ -9,6 +9,7 @@ projection is a 1x1 conv with stride 1.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 
 import pytest
@@ -120,6 +121,7 @@ def randomise_bn(model: nn.Module, seed: int = 0) -> None:
 
 
 STAGES = ["layer1", "layer2", "layer3", "layer4"]
+SMALL = ["input.height=64", "input.width=64"]
 DILATE = {8: [False, True, True], 16: [False, False, True]}
 
 
@@ -133,8 +135,9 @@ def _reference(output_stride: int) -> nn.Module:
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_output_stride_is_torchvision_replace_stride_with_dilation(output_stride: int) -> None:
     ref = _reference(output_stride)
-    small = [f"output_stride={output_stride}", "input.height=64", "input.width=64"]
-    compiled = compile_spec(SPECS / "resnet50_v1_5.yaml", small)
+    compiled = compile_spec(
+        SPECS / "resnet50_v1_5.yaml", [f"output_stride={output_stride}", *SMALL]
+    )
     ours = build_module(compiled).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 3, 64, 64)
@@ -206,3 +209,129 @@ def test_conv_dilation_in_the_language(write_spec) -> None:
     assert (conv.attrs.dilation, conv.attrs.padding, conv.shape) == (3, 3, (8, 32, 32))
     model = build_module(compiled)
     assert model.conv.dilation == (3, 3) and model.conv.padding == (3, 3)
+
+
+# ---------------------------------------------------------------- feature outputs
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_features_head_is_intermediate_layer_getter(output_stride: int) -> None:
+    ref = _reference(output_stride)
+    sets = ["head.kind=features", f"output_stride={output_stride}", *SMALL]
+    ours = build_module(compile_spec(SPECS / "resnet50_v1_5.yaml", sets)).eval()
+    missing, unexpected = ours.load_state_dict(ref.state_dict(), strict=False)
+    assert missing == [] and sorted(unexpected) == ["fc.bias", "fc.weight"]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = intermediate_layers(ref, x, STAGES), ours(x)
+    assert list(got) == STAGES
+    for name in STAGES:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-4)
+    reductions = {8: [4, 8, 8, 8], 16: [4, 8, 16, 16]}[output_stride]
+    assert ours.feature_info == [
+        {"module": name, "num_chs": got[name].shape[1], "reduction": r}
+        for name, r in zip(STAGES, reductions, strict=True)
+    ]
+    assert [64 // got[name].shape[-1] for name in STAGES] == reductions
+
+
+def test_features_head_builds_no_stage_after_the_last_it_returns() -> None:
+    sets = ["head.kind=features", "head.stages=[layer2, layer3]", *SMALL]
+    compiled = compile_spec(SPECS / "resnet18.yaml", sets)
+    assert [s.name for s in compiled.network.stages] == ["layer1", "layer2", "layer3"]
+    model = build_module(compiled)
+    assert not hasattr(model, "layer4") and not hasattr(model, "fc")
+    out = model(torch.randn(1, 3, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "layer2": (1, 128, 8, 8),
+        "layer3": (1, 256, 4, 4),
+    }
+
+
+@pytest.mark.parametrize(
+    "stages,message",
+    [
+        ("[layer5]", "no stage is named 'layer5' \\(did you mean 'layer4'\\?\\)"),
+        ("[layer3, layer2]", "name each stage once, in network order"),
+        ("[]", "name at least one stage"),
+    ],
+)
+def test_features_head_stage_errors(stages: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        compile_spec(SPECS / "resnet18.yaml", ["head.kind=features", f"head.stages={stages}"])
+
+
+def test_a_classifier_head_needs_classes(write_spec) -> None:
+    spec = write_spec(
+        "name: nocls\ninput: {channels: 3, height: 32, width: 32}\n"
+        "block: basic\nstages:\n  - {blocks: 1, width: 8}\nhead: {}\n"
+    )
+    with pytest.raises(SpecError, match="a fc head needs `classes`"):
+        compile_spec(spec)
+    features = write_spec(
+        "name: backbone\ninput: {channels: 3, height: 32, width: 32}\n"
+        "block: basic\nstages:\n  - {blocks: 1, width: 8}\nhead: {kind: features}\n",
+        "features.yaml",
+    )
+    assert [f.name for f in compile_spec(features).network.features] == ["layer1"]
+
+
+SHIPPED = sorted(p for p in SPECS.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_classifier_turns_into_its_backbone(spec) -> None:
+    classifier = compile_spec(spec).network
+    backbone = compile_spec(spec, ["head.kind=features"]).network
+    assert [f.name for f in backbone.features] == [s.name for s in classifier.stages]
+    last = classifier.blocks[classifier.stages[-1].blocks[-1]].nodes[-1]
+    assert backbone.features[-1].node == last
+    h = classifier.input.shape[1]
+    for f in backbone.features:
+        node = backbone.nodes[f.node]
+        assert (node.shape[0], -(-h // node.shape[1])) == (f.channels, f.reduction)
+    head_params = sum(classifier.nodes[n].params for n in classifier.head_layers)
+    head_params += classifier.nodes[classifier.output].params
+    assert backbone.params == classifier.params - head_params
+
+
+def test_summary_shows_the_features(tmp_path) -> None:
+    from tests.conftest import run_cli
+
+    sets = ["--set", "head.kind=features", "--set", "output_stride=8"]
+    text = run_cli("summary", "specs/resnet50_v1_5.yaml", *sets)
+    assert text.returncode == 0, text.stderr
+    assert "feature layer3: 1024x28x28 from layer3.5.relu, reduction 8" in text.stdout
+    data = json.loads(run_cli("summary", "specs/resnet50_v1_5.yaml", "--json", *sets).stdout)
+    assert [(f["name"], f["channels"], f["reduction"]) for f in data["features"]] == [
+        ("layer1", 256, 4),
+        ("layer2", 512, 8),
+        ("layer3", 1024, 8),
+        ("layer4", 2048, 8),
+    ]
+
+
+def test_features_onnx_equals_pytorch_at_two_sizes(tmp_path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from resgraph.backends.onnx_export import compile_onnx
+
+    compiled = compile_spec(SPECS / "resnet18.yaml", ["head.kind=features", "output_stride=8"])
+    torch.manual_seed(0)
+    model = build_module(compiled).eval()
+    randomise_bn(model)
+    weights = tmp_path / "backbone.pt"
+    torch.save(model.state_dict(), weights)
+    for fold in (False, True):
+        path = tmp_path / f"backbone{fold}.onnx"
+        compile_onnx(compiled, output=path, weights=weights, fold_bn=fold)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [o.name for o in session.get_outputs()] == STAGES[:4]
+        for size in (64, 96):
+            x = np.random.default_rng(size).standard_normal((2, 3, size, size), np.float32)
+            got = session.run(None, {"input": x})
+            with torch.no_grad():
+                expected = model(torch.from_numpy(x))
+            for name, array in zip(STAGES, got, strict=True):
+                assert np.abs(array - expected[name].numpy()).max() <= 1e-4, (fold, size, name)

@@ -72,6 +72,8 @@ class ModuleView:
     forward: list[str]
     zero_init: list[tuple[str, str]]
     num_classes: int
+    feature_info: list[str] | None  # a features head's entries, as dict literals
+    returns: str  # forward's return annotation
     channels_last: bool
     fold_bn: bool
     bn_eps: float | None
@@ -297,6 +299,9 @@ class _Renderer:
         net = self.network
         init: list[str] = ["super().__init__()"]
         forward: list[str] = []
+        features = {f.name for f in net.features}
+        if features:
+            forward.append("features: dict[str, torch.Tensor] = {}")
         self.top_layers(net.stem, init, forward)
         for stage in net.stages:
             check_attribute(stage.name, stage.loc)
@@ -310,8 +315,13 @@ class _Renderer:
             items = [call if n == 1 else f"*({call} for _ in range({n}))" for call, n in runs]
             init.append(f"self.{stage.name} = nn.Sequential(" + ", ".join(items) + ",)")
             forward.append(f"x = self.{stage.name}(x)")
-        self.top_layers(net.head_layers, init, forward)
-        self.head(init, forward)
+            if stage.name in features:
+                forward.append(f"features[{stage.name!r}] = x")
+        if features:
+            forward.append("return features")
+        else:
+            self.top_layers(net.head_layers, init, forward)
+            self.head(init, forward)
         zero_init = []
         if net.zero_init_residual and not self.options.fold_bn:
             zero_init = [(c.name, c.zero_bn) for c in self.classes.values() if c.zero_bn]
@@ -340,6 +350,12 @@ class _Renderer:
             forward=forward,
             zero_init=zero_init,
             num_classes=net.classes,
+            feature_info=[
+                repr({"module": f.name, "num_chs": f.channels, "reduction": f.reduction})
+                for f in net.features
+            ]
+            or None,
+            returns="dict[str, torch.Tensor]" if features else "torch.Tensor",
             channels_last=self.options.channels_last,
             fold_bn=self.options.fold_bn,
             bn_eps=bn_eps,
