@@ -7,6 +7,7 @@ The node limit is enforced here, before anything large is built.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ class BlockPlan:
     stride_on_where: Location | None = None
     dilation: int = 1  # the block's dilation (atrous rate), `dilation` in its layers
     first_dilation: int = 1  # its first dilated conv's: the previous stage's in a first block
+    drop_path: float = 0.0  # its residual branch's drop probability (stochastic depth)
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,7 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
             for j in range(blocks)
         ]
         stages.append(StagePlan(name, plans, here))
+    stages = _drop_paths(stages, spec.drop_path_rate or 0.0)
     if spec.output_stride is not None and reached != spec.output_stride:
         raise SpecError(
             f"output_stride {spec.output_stride}: the stem and stage strides reach {reached} "
@@ -211,6 +214,24 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
         )
     classes = _classes(spec, params, root)
     return Plan(spec, params, stages, classes, root)
+
+
+def _drop_paths(stages: list[StagePlan], rate: float) -> list[StagePlan]:
+    """timm's linear rule: block i of N, counted over the network, gets rate * i / (N - 1)
+    (to 6 decimal places)."""
+    if not rate:
+        return stages
+    last = sum(len(stage.blocks) for stage in stages) - 1
+    i = 0
+    out = []
+    for stage in stages:
+        blocks = []
+        for block in stage.blocks:
+            p = round(rate * i / last, 6) if last else 0.0  # 6 places: readable generated code
+            blocks.append(dataclasses.replace(block, drop_path=p))
+            i += 1
+        out.append(dataclasses.replace(stage, blocks=blocks))
+    return out
 
 
 def _classes(spec: Spec, params: dict[str, int], root: Where) -> int:

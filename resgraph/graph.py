@@ -34,6 +34,8 @@ from resgraph.ir import (
 from resgraph.ops import OPS
 from resgraph.ops.base import concrete, evaluate, fmt
 from resgraph.ops.conv import ConvAttrs
+from resgraph.ops.drop_path import ARGUMENT as DROP_PATH
+from resgraph.ops.drop_path import DropPathAttrs
 from resgraph.ops.linear import LinearAttrs
 from resgraph.ops.pool import PoolAttrs
 from resgraph.ops.relu import NoAttrs
@@ -100,6 +102,7 @@ class _Builder:
             (b.dilation, b.first_dilation) != UNDILATED for s in plan.stages for b in s.blocks
         )
         self.dilations: tuple[Dim, Dim] = (FIRST_DILATION, DILATION) if dilated else UNDILATED
+        self.drop_path = bool(plan.spec.drop_path_rate)
 
     def channels(self, name: str) -> int:
         return self.nodes[name].shape[0]
@@ -331,6 +334,7 @@ class _Builder:
             add=names[split] if adds else None,
             post=post,
             loc=plan.source.where(),
+            drop_path=self.drop_path,
         )
         self.block_templates[key] = template
         return template
@@ -378,6 +382,17 @@ class _Builder:
         if residual:
             sc, shortcut = self.shortcut(plan, x, source, source_node, y, math.prod(strides), label)
             assert template.add is not None
+            if template.drop_path:
+                y = self.add(
+                    f"{prefix}{DROP_PATH}",
+                    "drop_path",
+                    DropPathAttrs(plan.drop_path),
+                    [y],
+                    self.plan.where("drop_path_rate"),
+                    f"{label}: drop path",
+                    "branch",
+                    plan.name,
+                )
             add_loc = plan.source.where("layers", len(template.branch))
             what = f"{label}: add"
             y = self.add(
@@ -399,6 +414,7 @@ class _Builder:
             stride=plan.stride,
             dilation=plan.dilation,
             first_dilation=plan.first_dilation,
+            drop_path=plan.drop_path if residual and template.drop_path else 0.0,
             params=plan.params,
             shortcut=shortcut,
             residual_bn=residual_bn,

@@ -65,6 +65,7 @@ class BlockTemplate:
     add: str | None  # the add's name; None for a block type without one
     post: tuple[LayerTemplate, ...]
     loc: Location | None
+    drop_path: bool = False  # a drop path before the add (the spec sets drop_path_rate)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Block:
     stride: int
     dilation: int  # its dilation (atrous rate), `dilation` in its layers
     first_dilation: int  # its first dilated conv's: the previous stage's in a stage's first block
+    drop_path: float  # its residual branch's drop probability; 0: no drop path module
     params: Mapping[str, int]
     shortcut: Shortcut
     residual_bn: str | None  # the branch's last BN (node name): zeroed by zero_init_residual

@@ -38,6 +38,7 @@ RESERVED_NAMES = frozenset(
         "stride",
         "dilation",
         "first_dilation",
+        "drop_path",
         "downsample",
         "num_classes",
     }

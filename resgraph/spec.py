@@ -271,6 +271,16 @@ class Spec(Model):
     )
     stem: list[Layer] = Field(default_factory=list, description="Layers before the first stage.")
     stages: list[Stage] = Field(min_length=1, description="The stages, in order.")
+    drop_path_rate: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "Stochastic depth: the largest drop probability of a residual branch. Block i of N "
+            "(over the whole network, from 0) drops its branch with probability "
+            "drop_path_rate * i / (N - 1) while training, as timm's ResNets do; the identity in "
+            "eval and in ONNX."
+        ),
+    )
     output_stride: Literal[8, 16, 32] | None = Field(
         None,
         exclude_if=lambda value: value is None,

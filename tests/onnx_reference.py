@@ -63,6 +63,7 @@ OPS: dict[str, Op] = {
     "add": lambda w, n, a, xs: xs[0] + xs[1],
     "zero_pad": _zero_pad,
     "se": _se,
+    "drop_path": lambda w, n, a, xs: xs[0],  # the identity in eval
 }
 
 

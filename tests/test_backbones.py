@@ -335,3 +335,84 @@ def test_features_onnx_equals_pytorch_at_two_sizes(tmp_path) -> None:
                 expected = model(torch.from_numpy(x))
             for name, array in zip(STAGES, got, strict=True):
                 assert np.abs(array - expected[name].numpy()).max() <= 1e-4, (fold, size, name)
+
+
+# ---------------------------------------------------------------- drop path
+
+CIFAR = SPECS / "cifar_resnet20.yaml"
+
+
+def test_drop_path_rates_follow_timm_and_modules_are_named_as_timm() -> None:
+    compiled = compile_spec(CIFAR, ["drop_path_rate=0.2"])
+    blocks = list(compiled.network.blocks.values())
+    n = len(blocks)
+    model = build_module(compiled)
+    for i, block in enumerate(blocks):
+        assert block.drop_path == pytest.approx(0.2 * i / (n - 1), abs=1e-6)
+        module = model.get_submodule(block.name)
+        if i == 0:
+            assert module.drop_path is None  # rate 0: no module, as timm
+        else:
+            assert module.drop_path.drop_prob == block.drop_path
+            assert compiled.network.nodes[f"{block.name}.drop_path"].op == "drop_path"
+    # no parameters or buffers: checkpoints of the same net without drop path load strictly
+    plain = build_module(compile_spec(CIFAR))
+    model.load_state_dict(plain.state_dict(), strict=True)
+
+
+def test_drop_path_network_equals_the_network_without_it_in_eval() -> None:
+    plain = build_module(compile_spec(CIFAR)).eval()
+    randomise_bn(plain)
+    dropped = build_module(compile_spec(CIFAR, ["drop_path_rate=0.5"])).eval()
+    dropped.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(dropped(x), plain(x), rtol=0, atol=0)
+
+
+def test_drop_path_drops_a_fraction_of_samples_that_matches_the_rate() -> None:
+    compiled = compile_spec(CIFAR, ["drop_path_rate=0.5", "input.height=8", "input.width=8"])
+    model = build_module(compiled).train()
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    blocks = [b for b in compiled.network.blocks.values() if b.drop_path > 0]
+    for block in blocks:
+        module = model.get_submodule(f"{block.name}.drop_path")
+        module.register_forward_hook(
+            lambda m, args, out, name=block.name: seen.__setitem__(name, (args[0], out))
+        )
+    torch.manual_seed(0)
+    batch = 4000
+    with torch.no_grad():
+        model(torch.randn(batch, 3, 8, 8))
+    for block in blocks:
+        x, y = seen[block.name]
+        p = block.drop_path
+        dropped = (y.flatten(1) == 0).all(1) & (x.flatten(1) != 0).any(1)
+        kept = ~dropped
+        # a binomial fraction: 6 standard deviations, so a fixed seed cannot flake near it
+        sigma = (p * (1 - p) / batch) ** 0.5
+        assert abs(dropped.float().mean().item() - p) <= 6 * sigma + 1e-9, block.name
+        torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+
+
+def test_drop_path_is_the_identity_in_onnx(tmp_path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from resgraph.backends.onnx_export import compile_onnx
+
+    compiled = compile_spec(CIFAR, ["drop_path_rate=0.3"])
+    torch.manual_seed(0)
+    model = build_module(compiled).eval()
+    randomise_bn(model)
+    weights = tmp_path / "w.pt"
+    torch.save(model.state_dict(), weights)
+    path = tmp_path / "m.onnx"
+    compile_onnx(compiled, output=path, weights=weights)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), np.float32)
+    (logits,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x}
+    )
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert np.abs(logits - expected).max() <= 1e-4

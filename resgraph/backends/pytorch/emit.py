@@ -27,6 +27,8 @@ from resgraph.ir import INPUT, Block, BlockTemplate, LayerTemplate, Network, Nod
 from resgraph.ops import OPS
 from resgraph.ops.base import rendered
 from resgraph.ops.bn import DEFAULT_EPS
+from resgraph.ops.drop_path import ARGUMENT as DROP_PATH
+from resgraph.ops.drop_path import DropPathAttrs
 from resgraph.pipeline import Compiled
 
 SHORTCUT_LINE = "identity = x if self.downsample is None else self.downsample({})"
@@ -174,6 +176,9 @@ class _Renderer:
         residual = block.residual
         sig = ["in_channels: int", "width: int", "stride: int = 1"]
         sig += [f"{name}: int = 1" for name in _dilation_names(template)]
+        drop_path = residual and template.drop_path
+        if drop_path:
+            sig.append(f"{DROP_PATH}: float = 0.0")
         if residual:
             sig.append("downsample: nn.Module | None = None")
         sig += [f"{p}: int = {expr.render(v)}" for p, v in template.params.items()]
@@ -188,6 +193,13 @@ class _Renderer:
                 after[template.projection_from] = SHORTCUT_LINE
         biased = self.local(block, self.biased)
         current = self.layer_lines(template.branch, folded, biased, init, forward, "x", after, True)
+        if drop_path:
+            self.ops_used.add("drop_path")
+            ctor = OPS["drop_path"].torch(DropPathAttrs(DROP_PATH), "", biased=False, inplace=False)
+            init.append(f"self.drop_path = {ctor}")
+            forward.append(
+                f"{current} = {current} if self.drop_path is None else self.drop_path({current})"
+            )
         if residual:
             forward.append(f"{current} = {current} + identity")
         current = self.layer_lines(template.post, folded, biased, init, forward, current, {}, False)
@@ -238,6 +250,8 @@ class _Renderer:
                 f"downsample={fname}({shortcut.in_channels}, {shortcut.out_channels}, "
                 f"stride={shortcut.stride})"
             )
+        if block.drop_path:
+            args.append(f"{DROP_PATH}={block.drop_path!r}")
         defaults = block.template.params
         args += [f"{p}={v}" for p, v in block.params.items() if defaults.get(p) != v]
         return f"{cls.name}({', '.join(args)})"
