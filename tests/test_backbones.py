@@ -18,6 +18,8 @@ from torch import nn
 
 from resgraph.backends.pytorch import build_module
 from resgraph.errors import SpecError
+from resgraph.passes.memory import memory
+from resgraph.passes.receptive_field import receptive_fields
 from resgraph.pipeline import compile_spec
 from tests.conftest import SPECS
 
@@ -416,3 +418,126 @@ def test_drop_path_is_the_identity_in_onnx(tmp_path) -> None:
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     assert np.abs(logits - expected).max() <= 1e-4
+
+
+# ---------------------------------------------------------------- receptive field and memory
+
+
+def _fx_receptive_fields(model: nn.Module, shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+    """Receptive field and jump per module call, from a torch.fx trace with shapes on meta
+    tensors: convs and pools widen the field, pointwise ops pass it on, joins take the max."""
+    import operator
+
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    traced = torch.fx.symbolic_trace(model)
+    ShapeProp(traced).propagate(torch.empty(1, *shape, device="meta"))
+    modules = dict(traced.named_modules())
+    fields: dict[str, tuple[int, int]] = {}
+    out: dict[str, tuple[int, int]] = {}
+    for node in traced.graph.nodes:
+        inputs = [a for a in node.all_input_nodes if a.name in fields]
+        if node.op == "placeholder":
+            fields[node.name] = (1, 1)
+            continue
+        if not inputs:
+            continue
+        rf = max(fields[a.name][0] for a in inputs)
+        jump = max(fields[a.name][1] for a in inputs)
+        span, stride = 1, 1
+        if node.op == "call_module":
+            m = modules[node.target]
+            if isinstance(m, nn.Conv2d):
+                span, stride = m.dilation[0] * (m.kernel_size[0] - 1) + 1, m.stride[0]
+            elif isinstance(m, nn.MaxPool2d | nn.AvgPool2d):
+                span, stride = m.kernel_size, m.stride
+            elif isinstance(m, nn.AdaptiveAvgPool2d):
+                size = max(inputs[0].meta["tensor_meta"].shape[2:])
+                span, stride = size, size
+        elif node.op == "call_function" and node.target is operator.getitem:
+            index = node.args[1]
+            if isinstance(index, tuple) and len(index) == 4 and isinstance(index[2], slice):
+                stride = index[2].step or 1  # option A's subsampling
+        elif node.op == "call_method" and node.target == "mean":
+            size = max(inputs[0].meta["tensor_meta"].shape[2:])  # a global pool
+            span = size
+        fields[node.name] = (rf + (span - 1) * jump, jump * stride)
+        if node.op == "call_module":
+            out[node.target] = fields[node.name]
+    return out
+
+
+@pytest.mark.parametrize("spec", SHIPPED, ids=lambda p: p.stem)
+def test_receptive_fields_agree_with_a_torch_fx_walk(spec) -> None:
+    compiled = compile_spec(spec)
+    with torch.device("meta"):
+        model = build_module(compiled)
+    expected = _fx_receptive_fields(model, compiled.network.input.shape)
+    fields = receptive_fields(compiled.network)
+    checked = 0
+    for name, node in compiled.network.nodes.items():
+        if (
+            node.op in ("conv", "maxpool", "avgpool", "global_avgpool", "linear")
+            and name in expected
+        ):
+            assert (fields[name].size, fields[name].jump) == expected[name], name
+            checked += 1
+    assert checked >= len(compiled.network.blocks)
+    out = compiled.network.output
+    assert (fields[out].size, fields[out].jump) == expected[out]
+
+
+def test_receptive_field_of_resnet50_layer4_and_of_a_dilated_stage() -> None:
+    net = compile_spec(SPECS / "resnet50_v1_5.yaml").network
+    fields = receptive_fields(net)
+    assert (fields["layer4.2.relu"].size, fields["layer4.2.relu"].jump) == (427, 32)
+    dilated = compile_spec(SPECS / "resnet50_v1_5.yaml", ["output_stride=8"]).network
+    field = receptive_fields(dilated)["layer4.2.relu"]
+    assert field.jump == 8 and field.size == 427  # dilation keeps the field, not the stride
+
+
+@pytest.mark.parametrize(
+    "spec,sets",
+    [
+        ("resnet50_v1_5", SMALL),
+        ("resnet18", ["output_stride=8", *SMALL]),
+        ("se_resnet50", SMALL),
+        ("preact_resnet18", ["head.kind=features", *SMALL]),
+        ("cifar_resnet20", ["drop_path_rate=0.2"]),
+        ("cifar_resnet56", []),
+        ("resnet50_d", SMALL),
+        ("wide_resnet50_2", SMALL),
+    ],
+)
+def test_saved_activation_estimate_is_within_ten_percent_of_autograd(spec: str, sets) -> None:
+    compiled = compile_spec(SPECS / f"{spec}.yaml", sets)
+    model = build_module(compiled).train()
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    batch = 2
+    x = torch.randn(batch, *compiled.network.input.shape)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    estimate = memory(compiled.network, batch)
+    measured = sum(seen.values())
+    assert abs(estimate.saved - measured) <= 0.1 * measured, (estimate.saved, measured)
+
+
+def test_memory_totals() -> None:
+    net = compile_spec(SPECS / "resnet18.yaml").network
+    one, many = memory(net, 1), memory(net, 32, "bf16")
+    assert all(many.activations[n] == 16 * a for n, a in one.activations.items())
+    assert one.saved < many.saved < 32 * one.saved  # bf16 halves all but int64 indices
+    assert one.params == 4 * net.params and one.weights > one.params  # BN statistics
+    assert one.training == one.saved + one.weights + 2 * one.params
+    assert one.inference == one.weights + one.peak
+    # the peak holds at least the largest activation with its input
+    assert one.peak >= max(one.activations.values()) + 3 * 224 * 224 * 4

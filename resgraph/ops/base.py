@@ -201,6 +201,16 @@ class Op:
         """Whether a BN reading this op's output can fold into it."""
         return False
 
+    def window(self, attrs: Any, in_shape: Shape) -> tuple[int, int]:
+        """(span, stride) of the window each output reads, for receptive fields: (1, 1) for
+        pointwise ops; a global op spans its whole input."""
+        return 1, 1
+
+    # What autograd keeps for the backward pass, for the memory estimate: "input" (its first
+    # input's tensor), "output" (its own), "indices" (int64, one per output element),
+    # "statistics" (fp32 mean and 1 / std per channel).
+    saves: ClassVar[tuple[str, ...]] = ()
+
 
 def he_normal(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     """He (MSRA) normal init, fan_out, as the generated reset_parameters draws conv weights."""

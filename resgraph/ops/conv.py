@@ -20,6 +20,7 @@ from resgraph.ops.base import (
     he_normal,
     kwargs,
     onnx_window,
+    span,
     windowed,
     zeros,
 )
@@ -153,3 +154,8 @@ class ConvOp(Op):
 
     def foldable(self) -> bool:
         return True
+
+    saves = ("input",)
+
+    def window(self, attrs: ConvAttrs, in_shape: Shape) -> tuple[int, int]:
+        return span(attrs), attrs.stride

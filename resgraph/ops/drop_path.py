@@ -47,6 +47,7 @@ class DropPath(nn.Module):
 class DropPathOp(Op):
     name = "drop_path"
     torch_helper = HELPER
+    saves = ()  # x * mask keeps only the per-sample mask (B values, not counted)
 
     def torch(self, attrs: DropPathAttrs, channels: str, *, biased: bool, inplace: bool) -> str:
         return f"DropPath({attrs.prob}) if {attrs.prob} > 0 else None"

@@ -37,6 +37,7 @@ class LinearAttrs:
 class LinearOp(Op):
     name = "linear"
     language = Linear
+    saves = ("input",)
 
     def resolve(self, args: Linear, channels: Dim, dilation: Dim = 1) -> LinearAttrs:
         return LinearAttrs(args.out, args.bias)

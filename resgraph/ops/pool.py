@@ -84,6 +84,11 @@ class MaxPoolOp(Op):
             "MaxPool", node.name, xs, ceil_mode=int(node.attrs.ceil_mode), **onnx_window(node.attrs)
         )
 
+    saves = ("input", "indices")
+
+    def window(self, attrs: PoolAttrs, in_shape: Shape) -> tuple[int, int]:
+        return attrs.kernel, attrs.stride
+
     def text(self, attrs: PoolAttrs) -> str:
         k, s = attrs.kernel, attrs.stride
         return f"{self.name} {k}x{k}{f'/{s}' if s != 1 else ''}"
@@ -93,6 +98,7 @@ class AvgPoolOp(MaxPoolOp):
     name = "avgpool"
     language = AvgPool
     torch_class = "AvgPool2d"
+    saves = ("input",)
 
     def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
         attrs = node.attrs

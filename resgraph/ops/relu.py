@@ -28,6 +28,7 @@ class NoAttrs:
 class ReLUOp(Op):
     name = "relu"
     language = ReLU
+    saves = ("output",)
 
     def resolve(self, args: ReLU, channels: Dim, dilation: Dim = 1) -> NoAttrs:
         return NoAttrs()
