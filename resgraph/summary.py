@@ -124,11 +124,12 @@ def summary_text(graph: nx.DiGraph, batch: int = 1, dtype: str = "fp32") -> str:
     for f in feature_rows(graph):
         shape = fmt(tuple(f["shape"]))
         out.append(f"feature {f['name']}: {shape} from {f['node']}, reduction {f['reduction']}")
+    at = f"batch {batch}, {dtype} activations"
     out += [
-        f"memory at batch {batch}, {dtype} activations: inference {_size(est.inference)} "
-        f"(weights {_size(est.weights)} + peak activations {_size(est.peak)}); training "
-        f"{_size(est.training)} (saved activations {_size(est.saved)} + weights, gradients "
-        f"and SGD momentum {_size(est.weights + 2 * est.params)})",
+        f"inference ({at}): {_size(est.inference)} = weights {_size(est.weights)} + peak "
+        f"activations {_size(est.peak)}",
+        f"training ({at}, SGD): {_size(est.training)} = saved activations {_size(est.saved)} "
+        f"+ weights, gradients and momentum {_size(est.weights + 2 * est.params)}",
         f"total: {total}, {len(graph.graph['blocks'])} blocks, {len(rows)} layers",
     ]
     return "\n".join(out)
