@@ -227,7 +227,7 @@ def _drop_paths(stages: list[StagePlan], rate: float) -> list[StagePlan]:
     for stage in stages:
         blocks = []
         for block in stage.blocks:
-            p = round(rate * i / last, 6) if last else 0.0  # 6 places: readable generated code
+            p = round(rate * i / last, 6) if last else 0.0  # as the generated code computes it
             blocks.append(dataclasses.replace(block, drop_path=p))
             i += 1
         out.append(dataclasses.replace(stage, blocks=blocks))

@@ -218,6 +218,8 @@ class _Builder:
             classes=self.plan.classes,
             zero_init_residual=spec.init.zero_init_residual,
             features=tuple(features),
+            drop_path_rate=spec.drop_path_rate or 0.0,
+            drop_path_blocks=sum(len(stage.blocks) for stage in self.plan.stages),
         )
 
     def feature_stages(self, stage_names: list[str], where: Where) -> list[str] | None:

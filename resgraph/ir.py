@@ -151,6 +151,8 @@ class Network:
     macs: int = 0
     folds: Mapping[str, str] = field(default_factory=dict)  # BN -> the conv it folds into
     features: tuple[Feature, ...] = ()  # a features head's outputs, in network order
+    drop_path_rate: float = 0.0  # block i of the plan's N gets rate * i / (N - 1)
+    drop_path_blocks: int = 0  # N: the plan's blocks (a features head may build fewer)
 
     @property
     def input(self) -> Node:

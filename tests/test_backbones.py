@@ -541,3 +541,15 @@ def test_memory_totals() -> None:
     assert one.inference == one.weights + one.peak
     # the peak holds at least the largest activation with its input
     assert one.peak >= max(one.activations.values()) + 3 * 224 * 224 * 4
+
+
+def test_per_instance_facts_keep_the_1202_layer_file_short() -> None:
+    """Dilation and drop probability are constructor arguments: one class per block type,
+    runs of blocks as loops, the drop path schedule computed in the generated code."""
+    from resgraph.backends.pytorch import render_module
+
+    plain = render_module(compile_spec(SPECS / "cifar_resnet1202.yaml"), formatted=False)
+    sets = ["drop_path_rate=0.2", "head.kind=features"]
+    source = render_module(compile_spec(SPECS / "cifar_resnet1202.yaml", sets), formatted=False)
+    assert len(source.splitlines()) <= len(plain.splitlines()) + 30
+    assert source.count("class ") == plain.count("class ") + 1  # DropPath

@@ -232,7 +232,9 @@ class _Renderer:
             self.projections[key] = (self.unique("projection"), signature, lines)
         return self.projections[key][0]
 
-    def block_call(self, block: Block) -> str:
+    def block_call(self, block: Block, index: str) -> str:
+        """The block's constructor call; `index`: its position in the network's blocks, as
+        source (the generated drop_path schedule's index)."""
         cls = self.block_class(block)
         args = [str(block.in_channels), str(block.width)]
         if block.stride != 1:
@@ -250,8 +252,8 @@ class _Renderer:
                 f"downsample={fname}({shortcut.in_channels}, {shortcut.out_channels}, "
                 f"stride={shortcut.stride})"
             )
-        if block.drop_path:
-            args.append(f"{DROP_PATH}={block.drop_path!r}")
+        if block.residual and block.template.drop_path and self.network.drop_path_blocks > 1:
+            args.append(f"{DROP_PATH}={DROP_PATH}[{index}]")
         defaults = block.template.params
         args += [f"{p}={v}" for p, v in block.params.items() if defaults.get(p) != v]
         return f"{cls.name}({', '.join(args)})"
@@ -317,16 +319,31 @@ class _Renderer:
         if features:
             forward.append("features: dict[str, torch.Tensor] = {}")
         self.top_layers(net.stem, init, forward)
+        counted = 0  # blocks so far
+        rate, blocks = net.drop_path_rate, net.drop_path_blocks
+        if rate and blocks > 1:
+            init.append(
+                f"{DROP_PATH} = [round({rate!r} * i / {blocks - 1}, 6) for i in range({blocks})]"
+                "  # timm's stochastic depth rule"
+            )
         for stage in net.stages:
             check_attribute(stage.name, stage.loc)
-            calls = [self.block_call(net.blocks[b]) for b in stage.blocks]
-            runs: list[tuple[str, int]] = []
+            calls = [self.block_call(net.blocks[b], "{}") for b in stage.blocks]
+            runs: list[tuple[str, int, int]] = []  # call, first block's index, count
             for call in calls:
                 if runs and runs[-1][0] == call:
-                    runs[-1] = (call, runs[-1][1] + 1)
+                    runs[-1] = (call, runs[-1][1], runs[-1][2] + 1)
                 else:
-                    runs.append((call, 1))
-            items = [call if n == 1 else f"*({call} for _ in range({n}))" for call, n in runs]
+                    runs.append((call, counted, 1))
+                counted += 1
+            items = [
+                call.format(first)
+                if n == 1
+                else f"*({call.format('i')} for i in range({first}, {first + n}))"
+                if "{}" in call
+                else f"*({call} for _ in range({n}))"
+                for call, first, n in runs
+            ]
             init.append(f"self.{stage.name} = nn.Sequential(" + ", ".join(items) + ",)")
             forward.append(f"x = self.{stage.name}(x)")
             if stage.name in features:
