@@ -58,7 +58,7 @@ class Conv(Model):
             "Dilation (atrous rate). None means 1 outside block types; in a block type's branch, "
             "the block's: its first conv whose kernel is not 1 takes `first_dilation`, later "
             "ones `dilation` (torchvision's and timm's rule for dilated stages). Padding then "
-            "defaults to dilation * (kernel - 1) // 2."
+            "defaults to dilation * ((kernel - 1) // 2)."
         ),
     )
 
