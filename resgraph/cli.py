@@ -120,7 +120,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from resgraph.summary import summary_dict, summary_text
 
     graph = _compile(args, args.spec).graph
-    print(json.dumps(summary_dict(graph), indent=2) if args.json else summary_text(graph))
+    size = (args.batch, args.dtype)
+    print(
+        json.dumps(summary_dict(graph, *size), indent=2)
+        if args.json
+        else summary_text(graph, *size)
+    )
     return 0
 
 
@@ -319,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="per-layer shapes, parameters and MACs")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--batch", type=positive, default=1, help="batch size of the memory estimate (default 1)"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="activations' precision in the memory estimate (default fp32)",
+    )
     _spec_options(p)
     p.set_defaults(func=cmd_summary)
 

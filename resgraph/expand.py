@@ -7,6 +7,7 @@ The node limit is enforced here, before anything large is built.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pydantic import TypeAdapter
 from resgraph import expr
 from resgraph.errors import Location, SpecError
 from resgraph.load import Document, KeyPath, parse_yaml
+from resgraph.ops import OPS
 from resgraph.ops.base import evaluate
 from resgraph.spec import MAX_BLOCKS, BlockType, Layer, Shortcut, Spec
 
@@ -64,6 +66,9 @@ class BlockPlan:
     shortcut_where: Where
     where: Where
     stride_on_where: Location | None = None
+    dilation: int = 1  # the block's dilation (atrous rate), `dilation` in its layers
+    first_dilation: int = 1  # its first dilated conv's: the previous stage's in a first block
+    drop_path: float = 0.0  # its residual branch's drop probability (stochastic depth)
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,8 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
 
     stages: list[StagePlan] = []
     node_estimate = len(spec.stem) + 4
+    reached = _stem_stride(spec, params, root)  # input size over the map's, so far
+    dilation = 1
     for i, stage in enumerate(spec.stages):
         here = root.child("stages", i)
         what = f"stages[{i}]"
@@ -150,6 +157,17 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
         )
         width = evaluate(stage.width, params, here("width"), f"{what}.width")
         stride = evaluate(stage.stride, params, here("stride"), f"{what}.stride")
+        previous = dilation
+        if stage.dilation is not None:
+            if spec.output_stride is not None:
+                raise SpecError(
+                    f"{what}: set either output_stride or the stages' dilation, not both",
+                    here("dilation"),
+                )
+            dilation = evaluate(stage.dilation, params, here("dilation"), f"{what}.dilation")
+        elif spec.output_stride is not None and reached * stride > spec.output_stride:
+            dilation, stride = dilation * stride, 1  # torchvision's replace_stride_with_dilation
+        reached *= stride
         use = stage.block or spec.block
         use_where = here.child("block") if stage.block else root.child("block")
         if use is None:
@@ -181,12 +199,60 @@ def expand(spec: Spec, doc: Document, max_nodes: int = DEFAULT_MAX_NODES) -> Pla
                 shortcut_where,
                 here,
                 stride_on_where,
+                dilation,
+                previous if j == 0 else dilation,
             )
             for j in range(blocks)
         ]
         stages.append(StagePlan(name, plans, here))
-    classes = evaluate(spec.head.classes, params, root("head", "classes"), "head.classes")
+    stages = _drop_paths(stages, spec.drop_path_rate or 0.0)
+    if spec.output_stride is not None and reached != spec.output_stride:
+        raise SpecError(
+            f"output_stride {spec.output_stride}: the stem and stage strides reach {reached} "
+            f"instead; choose an output stride the strides pass through",
+            root("output_stride"),
+        )
+    classes = _classes(spec, params, root)
     return Plan(spec, params, stages, classes, root)
+
+
+def _drop_paths(stages: list[StagePlan], rate: float) -> list[StagePlan]:
+    """timm's linear rule: block i of N, counted over the network, gets rate * i / (N - 1)
+    (to 6 decimal places)."""
+    if not rate:
+        return stages
+    last = sum(len(stage.blocks) for stage in stages) - 1
+    i = 0
+    out = []
+    for stage in stages:
+        blocks = []
+        for block in stage.blocks:
+            p = round(rate * i / last, 6) if last else 0.0  # as the generated code computes it
+            blocks.append(dataclasses.replace(block, drop_path=p))
+            i += 1
+        out.append(dataclasses.replace(stage, blocks=blocks))
+    return out
+
+
+def _classes(spec: Spec, params: dict[str, int], root: Where) -> int:
+    """The classifier's outputs; a features head has no classifier (0)."""
+    head = spec.head
+    if head.kind == "features":
+        return 0
+    if head.classes is None:
+        raise SpecError(f"head: a {head.kind} head needs `classes`", root("head"))
+    return evaluate(head.classes, params, root("head", "classes"), "head.classes")
+
+
+def _stem_stride(spec: Spec, params: dict[str, int], root: Where) -> int:
+    """The product of the stem layers' strides: the stages' starting reduction."""
+    stride = 1
+    for i, layer in enumerate(spec.stem):
+        attrs = OPS[layer.op].resolve(layer.args, 0)
+        if hasattr(attrs, "stride"):
+            where = root.child("stem", i, layer.op)
+            stride *= evaluate(attrs.stride, params, where("stride"), f"stem[{i}].stride")
+    return stride
 
 
 def _resolve_params(

@@ -10,6 +10,7 @@ so shapes are inferred node by node as the IR is built, with each op's own shape
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from typing import Any
 
@@ -22,6 +23,7 @@ from resgraph.ir import (
     INPUT,
     Block,
     BlockTemplate,
+    Feature,
     LayerTemplate,
     Network,
     Node,
@@ -33,6 +35,8 @@ from resgraph.language import check_attribute
 from resgraph.ops import OPS
 from resgraph.ops.base import concrete, evaluate, fmt
 from resgraph.ops.conv import ConvAttrs
+from resgraph.ops.drop_path import ARGUMENT as DROP_PATH
+from resgraph.ops.drop_path import DropPathAttrs
 from resgraph.ops.linear import LinearAttrs
 from resgraph.ops.pool import PoolAttrs
 from resgraph.ops.relu import NoAttrs
@@ -43,6 +47,8 @@ from resgraph.spec import Shortcut as ShortcutPolicy
 __all__ = ["INPUT", "build_network", "to_networkx"]
 
 SCALED_BY_BLOCK = "stride"  # the name a stride_on layer's stride is multiplied by
+DILATION, FIRST_DILATION = "dilation", "first_dilation"  # a block's dilations, by name
+UNDILATED: tuple[Dim, Dim] = (1, 1)
 
 
 def templates(
@@ -52,17 +58,23 @@ def templates(
     where: Where,
     stride_on: str | None = None,
     offset: int = 0,
+    dilations: tuple[Dim, Dim] = UNDILATED,
 ) -> tuple[LayerTemplate, ...]:
     """Resolve layers once, tracking input channels as an expression through them.
 
     `offset` is the first layer's index in the list the spec wrote (layers after an add).
+    `dilations` (first, later): the defaults of the first op that takes the block's dilation
+    and of those after it; names in a dilated network's block types, else 1.
     """
     out = []
+    dilation, later = dilations
     for i, (layer, name) in enumerate(zip(layers, names, strict=True), start=offset):
         if layer.op != "add":  # every other layer becomes a module attribute of that name
             check_attribute(name, where(i, layer.op, "name") or where(i))
         op = OPS[layer.op]
-        attrs = op.resolve(layer.args, channels)
+        attrs = op.resolve(layer.args, channels, dilation)
+        if dilation != later and getattr(attrs, "dilation", None) == dilation:
+            dilation = later
         if name == stride_on and hasattr(attrs, "stride"):  # else _check_stride_on says why
             attrs = dataclasses.replace(attrs, stride=times(attrs.stride, SCALED_BY_BLOCK))
         here = where.child(i, layer.op)
@@ -90,6 +102,11 @@ class _Builder:
         self.order: list[str] = []  # node names as added, to slice a block's out cheaply
         self.block_templates: dict[tuple[int, str | None], BlockTemplate] = {}
         self.projections: dict[int, ProjectionTemplate] = {}
+        dilated = any(
+            (b.dilation, b.first_dilation) != UNDILATED for s in plan.stages for b in s.blocks
+        )
+        self.dilations: tuple[Dim, Dim] = (FIRST_DILATION, DILATION) if dilated else UNDILATED
+        self.drop_path = bool(plan.spec.drop_path_rate)
 
     def channels(self, name: str) -> int:
         return self.nodes[name].shape[0]
@@ -171,17 +188,29 @@ class _Builder:
             spec.head.layers, where.child("layers"), "head", taken | set(stem_names)
         )
         x = self.layers(spec.stem, stem_names, INPUT, root.child("stem"), "stem")
+        reduction = math.prod(getattr(self.nodes[n].attrs, "stride", 1) for n in stem_names)
+        wanted = self.feature_stages(stage_names, where)
         blocks: dict[str, Block] = {}
         stages: list[Stage] = []
+        features: list[Feature] = []
         for stage in self.plan.stages:
+            if wanted is not None and not wanted:
+                break  # a features head builds no stage after the last it returns
             check_attribute(stage.name, stage.where("name"))
             for plan in stage.blocks:
                 x, blocks[plan.name] = self.block(plan, x, stage.name)
+                reduction *= plan.stride
             stages.append(
                 Stage(stage.name, tuple(b.name for b in stage.blocks), stage.where("name"))
             )
-        x = self.layers(spec.head.layers, head_layers, x, where.child("layers"), "head")
-        self.head(x, where)
+            if wanted is not None and stage.name in wanted:
+                wanted.remove(stage.name)
+                features.append(Feature(stage.name, x, self.channels(x), reduction))
+        if wanted is not None:
+            output, head_layers = x, []  # a backbone: no head layers, pool or classifier
+        else:
+            x = self.layers(spec.head.layers, head_layers, x, where.child("layers"), "head")
+            output = self.head(x, where)
         return Network(
             name=spec.name,
             description=spec.description,
@@ -191,12 +220,38 @@ class _Builder:
             blocks=blocks,
             head_layers=tuple(head_layers),
             head_kind=spec.head.kind,
-            output=spec.head.name,
+            output=output,
             classes=self.plan.classes,
             zero_init_residual=spec.init.zero_init_residual,
+            features=tuple(features),
+            drop_path_rate=spec.drop_path_rate or 0.0,
+            drop_path_blocks=sum(len(stage.blocks) for stage in self.plan.stages),
         )
 
-    def head(self, x: str, where: Where) -> None:
+    def feature_stages(self, stage_names: list[str], where: Where) -> list[str] | None:
+        """The stages a features head returns (all by default), checked; None for a classifier."""
+        head = self.plan.spec.head
+        if head.kind != "features":
+            return None
+        if head.stages is None:
+            return list(stage_names)
+        if not head.stages:
+            raise SpecError("head.stages: name at least one stage", where("stages"))
+        for i, name in enumerate(head.stages):
+            if name not in stage_names:
+                close = difflib.get_close_matches(name, stage_names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise SpecError(
+                    f"head.stages: no stage is named {name!r}{hint}; stages: "
+                    + ", ".join(stage_names),
+                    where("stages", i),
+                )
+        positions = [stage_names.index(name) for name in head.stages]
+        if positions != sorted(set(positions)):
+            raise SpecError("head.stages: name each stage once, in network order", where("stages"))
+        return list(head.stages)
+
+    def head(self, x: str, where: Where) -> str:
         """Pool and classify: globally (fc), or fully convolutionally (fcn) for any input size."""
         head = self.plan.spec.head
         classes = self.plan.classes
@@ -207,10 +262,9 @@ class _Builder:
             )
             x = self.add("flatten", "flatten", NoAttrs(), [x], where(), "head flatten", "head")
             classifier = LinearAttrs(out=classes, bias=True)
-            self.add(
+            return self.add(
                 head.name, "linear", classifier, [x], where("classes"), f"head {head.name}", "head"
             )
-            return
         _, h, w = self.nodes[x].shape
         if head.window is None and h != w:
             raise SpecError(
@@ -226,7 +280,7 @@ class _Builder:
         pool = PoolAttrs(kernel=window, stride=1, padding=0)
         x = self.add("avgpool", "avgpool", pool, [x], where("window"), "head avgpool", "head")
         conv = ConvAttrs(out=classes, kernel=1, stride=1, padding=0, groups=1, bias=True)
-        self.add(head.name, "conv", conv, [x], where("classes"), f"head {head.name}", "head")
+        return self.add(head.name, "conv", conv, [x], where("classes"), f"head {head.name}", "head")
 
     def block(self, plan: BlockPlan, x: str, stage: str) -> tuple[str, Block]:
         try:
@@ -262,10 +316,21 @@ class _Builder:
                 "layer of the residual branch",
                 plan.source.where("projection_from"),
             )
-        branch = templates(layers[:split], names[:split], "in_channels", where, plan.stride_on)
+        branch = templates(
+            layers[:split], names[:split], "in_channels", where, plan.stride_on, 0, self.dilations
+        )
         last = branch[-1] if branch else None
         channels = OPS[last.op].out_channels(last.attrs, last.channels) if last else "in_channels"
-        post = templates(layers[split + 1 :], names[split + 1 :], channels, where, offset=split + 1)
+        later = self.dilations[1]
+        post = templates(
+            layers[split + 1 :],
+            names[split + 1 :],
+            channels,
+            where,
+            None,
+            split + 1,
+            (later, later),
+        )
         template = BlockTemplate(
             type_name=plan.source.name,
             description=block_type.description,
@@ -278,6 +343,7 @@ class _Builder:
             add=names[split] if adds else None,
             post=post,
             loc=plan.source.where(),
+            drop_path=self.drop_path,
         )
         self.block_templates[key] = template
         return template
@@ -290,7 +356,13 @@ class _Builder:
             self._check_stride_on(plan, template)
         residual = template.add is not None and plan.shortcut.option != "none"
         in_channels = self.channels(x)
-        scope = {"in_channels": in_channels, "width": plan.width, **plan.params}
+        scope = {
+            "in_channels": in_channels,
+            "width": plan.width,
+            DILATION: plan.dilation,
+            FIRST_DILATION: plan.first_dilation,
+            **plan.params,
+        }
         for name, value in block_type.let.items():
             scope[name] = evaluate(value, scope, plan.source.where("let", name), f"{label}: {name}")
         prefix = f"{plan.name}."
@@ -319,6 +391,17 @@ class _Builder:
         if residual:
             sc, shortcut = self.shortcut(plan, x, source, source_node, y, math.prod(strides), label)
             assert template.add is not None
+            if template.drop_path:
+                y = self.add(
+                    f"{prefix}{DROP_PATH}",
+                    "drop_path",
+                    DropPathAttrs(plan.drop_path),
+                    [y],
+                    self.plan.where("drop_path_rate"),
+                    f"{label}: drop path",
+                    "branch",
+                    plan.name,
+                )
             add_loc = plan.source.where("layers", len(template.branch))
             what = f"{label}: add"
             y = self.add(
@@ -338,6 +421,9 @@ class _Builder:
             out_channels=self.channels(y),
             width=plan.width,
             stride=plan.stride,
+            dilation=plan.dilation,
+            first_dilation=plan.first_dilation,
+            drop_path=plan.drop_path if residual and template.drop_path else 0.0,
             params=plan.params,
             shortcut=shortcut,
             residual_bn=residual_bn,

@@ -65,6 +65,7 @@ class BlockTemplate:
     add: str | None  # the add's name; None for a block type without one
     post: tuple[LayerTemplate, ...]
     loc: Location | None
+    drop_path: bool = False  # a drop path before the add (the spec sets drop_path_rate)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class Block:
     out_channels: int
     width: int
     stride: int
+    dilation: int  # its dilation (atrous rate), `dilation` in its layers
+    first_dilation: int  # its first dilated conv's: the previous stage's in a stage's first block
+    drop_path: float  # its residual branch's drop probability; 0: no drop path module
     params: Mapping[str, int]
     shortcut: Shortcut
     residual_bn: str | None  # the branch's last BN (node name): zeroed by zero_init_residual
@@ -119,6 +123,16 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Feature:
+    """One output of a features head: a stage's output map (timm's feature_info entry)."""
+
+    name: str  # the stage, the key `forward` returns it under
+    node: str  # the node whose output it is
+    channels: int
+    reduction: int  # input size over the map's: the product of the strides before it
+
+
+@dataclass(frozen=True)
 class Network:
     """The whole network: nodes in topological order, its blocks, stages and head."""
 
@@ -129,13 +143,16 @@ class Network:
     stages: tuple[Stage, ...]
     blocks: Mapping[str, Block]
     head_layers: tuple[str, ...]
-    head_kind: str  # fc | fcn
-    output: str  # the classifier's node
-    classes: int
+    head_kind: str  # fc | fcn | features
+    output: str  # the classifier's node; a features head's last feature's
+    classes: int  # 0 for a features head
     zero_init_residual: bool
     params: int = 0
     macs: int = 0
     folds: Mapping[str, str] = field(default_factory=dict)  # BN -> the conv it folds into
+    features: tuple[Feature, ...] = ()  # a features head's outputs, in network order
+    drop_path_rate: float = 0.0  # block i of the plan's N gets rate * i / (N - 1)
+    drop_path_blocks: int = 0  # N: the plan's blocks (a features head may build fewer)
 
     @property
     def input(self) -> Node:

@@ -39,6 +39,9 @@ RESERVED_NAMES = frozenset(
         "out_channels",
         "width",
         "stride",
+        "dilation",
+        "first_dilation",
+        "drop_path",
         "downsample",
         "num_classes",
     }

@@ -173,6 +173,15 @@ class Stage(Model):
     blocks: IntExpr = Field(description="Number of blocks, at least 1.")
     width: IntExpr = Field(description="The stage's width; block layers read it as `width`.")
     stride: IntExpr = Field(1, description="The first block's stride; the others use 1.")
+    dilation: IntExpr | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "The stage's dilation (atrous rate); by default the previous stage's (1 at first). "
+            "Its first block keeps the previous dilation in its first dilated conv "
+            "(`first_dilation`), as torchvision's dilated stages do."
+        ),
+    )
     block: BlockUse | None = Field(
         None, description="This stage's block type; by default the top-level `block`."
     )
@@ -188,13 +197,25 @@ class Head(Model):
         default_factory=list, description="Layers after the last stage, before the pool."
     )
     pool: Literal["avg"] = Field("avg", description="Global average pooling.")
-    classes: IntExpr = Field(description="Number of classes: the classifier's outputs.")
+    classes: IntExpr | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="Number of classes: the classifier's outputs (fc and fcn heads need it).",
+    )
     name: Name = Field("fc", description="The classifier's node and module name.")
-    kind: Literal["fc", "fcn"] = Field(
+    kind: Literal["fc", "fcn", "features"] = Field(
         "fc",
         description="fc: global average pool and a linear layer. fcn: fully convolutional, as in "
         "the Caffe deploy nets: a window x window average pool with stride 1, then the fc as a "
-        "1x1 conv, so a larger input gives a map of class scores (same weights).",
+        "1x1 conv, so a larger input gives a map of class scores (same weights). features: a "
+        "backbone for detection or segmentation: `forward` returns the `stages`' outputs as a "
+        "dict keyed by stage name, with no head layers, pool or classifier.",
+    )
+    stages: list[Name] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="features: the stages whose outputs `forward` returns, in network order; "
+        "by default all. Stages after the last one named are not built.",
     )
     window: IntExpr | None = Field(
         None,
@@ -250,6 +271,26 @@ class Spec(Model):
     )
     stem: list[Layer] = Field(default_factory=list, description="Layers before the first stage.")
     stages: list[Stage] = Field(min_length=1, description="The stages, in order.")
+    drop_path_rate: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "Stochastic depth: the largest drop probability of a residual branch. Block i of N "
+            "(over the whole network, from 0) drops its branch with probability "
+            "drop_path_rate * i / (N - 1) while training, as timm's ResNets do; the identity in "
+            "eval and in ONNX."
+        ),
+    )
+    output_stride: Literal[8, 16, 32] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "Input size over the last feature map's size. Stages whose stride would exceed it "
+            "lose their stride and dilate by it instead, as torchvision's "
+            "`replace_stride_with_dilation` and timm's `output_stride` do (8 or 16 for "
+            "DeepLab-style segmentation)."
+        ),
+    )
     head: Head = Field(description="What follows the last stage.")
     init: Init = Field(default_factory=Init, description="How weights are initialised.")
 

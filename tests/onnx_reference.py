@@ -25,7 +25,10 @@ Op = Callable[[Tensors, str, Mapping[str, Any], list[torch.Tensor]], torch.Tenso
 
 def _conv(w: Tensors, name: str, a: Mapping[str, Any], xs: list[torch.Tensor]) -> torch.Tensor:
     bias = w.get(f"{name}.bias")
-    return F.conv2d(xs[0], w[f"{name}.weight"], bias, a["stride"], a["padding"], 1, a["groups"])
+    dilation = a.get("dilation", 1)
+    return F.conv2d(
+        xs[0], w[f"{name}.weight"], bias, a["stride"], a["padding"], dilation, a["groups"]
+    )
 
 
 def _bn(w: Tensors, name: str, a: Mapping[str, Any], xs: list[torch.Tensor]) -> torch.Tensor:
@@ -60,6 +63,7 @@ OPS: dict[str, Op] = {
     "add": lambda w, n, a, xs: xs[0] + xs[1],
     "zero_pad": _zero_pad,
     "se": _se,
+    "drop_path": lambda w, n, a, xs: xs[0],  # the identity in eval
 }
 
 

@@ -162,8 +162,27 @@ def test_summary_text_table() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "resnet18: input 3x224x224"
-    assert lines[1].split() == ["name", "op", "output", "params", "MACs"]
-    assert lines[3].split() == ["conv1", "conv", "64x112x112", "9,408", "118,013,952"]
+    assert lines[1].split() == [
+        "name",
+        "op",
+        "output",
+        "params",
+        "MACs",
+        "RF",
+        "jump",
+        "activation",
+    ]
+    assert lines[3].split() == [
+        "conv1",
+        "conv",
+        "64x112x112",
+        "9,408",
+        "118,013,952",
+        "7",
+        "2",
+        "3.06",
+        "MiB",
+    ]
     assert "layer2.0.downsample.0  conv" in result.stdout
     assert lines[-1].startswith(
         "total: 11,689,512 params, 1,814,073,344 MACs (1.81 GMACs), 8 blocks,"

@@ -92,8 +92,8 @@ class Emitter:
         stats = {k: self.weights[f"{bn}.{k}"] for k in STATISTICS}
         return fold_bn(weight, bias, stats, self.network.nodes[bn].attrs.eps)
 
-    def run(self, source: str) -> str:
-        """Emit every node after the input `source`; return the tensor of the graph's output."""
+    def run(self, source: str) -> None:
+        """Emit every node after the input `source`."""
         self.tensor[INPUT_NODE] = source
         for name, node in self.network.nodes.items():
             if name in self.folds:
@@ -101,7 +101,6 @@ class Emitter:
             elif name != INPUT_NODE:
                 xs = [self.tensor[i] for i in node.inputs]
                 self.tensor[name] = OPS[node.op].onnx(self, node, xs)
-        return self.tensor[self.network.output]
 
 
 def _check_options(opset: int, static_batch: int | None) -> None:
@@ -133,11 +132,17 @@ def emit(
     """The model without initializers, and the arrays to attach as them (inline or external)."""
     _check_options(opset, static_batch)
     network = compiled.network
-    head = network.output
-    # fp16: the head writes `<head>/fp16` and a Cast `logits`, whatever the head is called
-    renamed = {head: f"{head}/fp16", "logits/fp32": OUTPUT} if fp16 else {head: OUTPUT}
-    if OUTPUT in network.nodes and head != OUTPUT:  # a layer named like the graph's output
-        renamed[OUTPUT] = f"{OUTPUT}/layer"
+    # graph outputs: the classifier's `logits`, or one per feature map named after its stage
+    named = {f.node: f.name for f in network.features} or {network.output: OUTPUT}
+    # fp16: a node writes `<node>/fp16` and a Cast the output, whatever the node is called
+    renamed = (
+        {node: f"{node}/fp16" for node in named} | {f"{name}/fp32": name for name in named.values()}
+        if fp16
+        else dict(named)
+    )
+    for node, name in list(named.items()):  # a layer named like a graph output writes elsewhere
+        if name in network.nodes and name != node:
+            renamed[name] = f"{name}/layer"
     em = Emitter(
         network,
         weights,
@@ -146,15 +151,23 @@ def emit(
         renamed=renamed,
     )
     source = em.node("Cast", "input/fp16", [INPUT], to=TensorProto.FLOAT16) if fp16 else INPUT
-    out = em.run(source)
+    em.run(source)
     if fp16:
-        em.node("Cast", "logits/fp32", [out], to=TensorProto.FLOAT)
+        for node, name in named.items():
+            em.node("Cast", f"{name}/fp32", [em.tensor[node]], to=TensorProto.FLOAT)
     batch = static_batch or BATCH
-    in_shape, out_shape = network.input.shape, network.nodes[head].shape
-    if network.head_kind == "fcn":  # fully convolutional: any image size, a score map
-        in_shape, out_shape = (in_shape[0], "height", "width"), (out_shape[0], "rows", "cols")
+    in_shape: tuple[int | str, ...] = network.input.shape
+    outputs = []
+    for node, name in named.items():
+        out_shape: tuple[int | str, ...] = network.nodes[node].shape
+        if network.head_kind == "fcn":  # fully convolutional: any image size, a score map
+            out_shape = (out_shape[0], "rows", "cols")
+        elif network.features:  # a backbone: any image size, maps of its size / reduction
+            out_shape = (out_shape[0], f"{name}_height", f"{name}_width")
+        outputs.append(_float_io(name, batch, out_shape))
+    if network.head_kind in ("fcn", "features"):
+        in_shape = (in_shape[0], "height", "width")
     inputs = [_float_io(INPUT, batch, in_shape)]
-    outputs = [_float_io(OUTPUT, batch, out_shape)]
     onnx_graph = helper.make_graph(em.nodes, network.name, inputs, outputs)
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(

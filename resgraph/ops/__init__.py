@@ -9,6 +9,7 @@ from resgraph.ops.add import AddOp
 from resgraph.ops.base import Op
 from resgraph.ops.bn import BatchNormOp
 from resgraph.ops.conv import ConvOp
+from resgraph.ops.drop_path import DropPathOp
 from resgraph.ops.head import FlattenOp, GlobalAvgPoolOp, InputOp
 from resgraph.ops.linear import LinearOp
 from resgraph.ops.pool import AvgPoolOp, MaxPoolOp
@@ -28,6 +29,7 @@ OPS: dict[str, Op] = {
         AddOp(),
         SqueezeExciteOp(),
         ZeroPadOp(),
+        DropPathOp(),
         GlobalAvgPoolOp(),
         FlattenOp(),
         InputOp(),

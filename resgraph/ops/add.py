@@ -25,7 +25,7 @@ class AddOp(Op):
     name = "add"
     language = Add
 
-    def resolve(self, args: Add, channels: Dim) -> NoAttrs:
+    def resolve(self, args: Add, channels: Dim, dilation: Dim = 1) -> NoAttrs:
         return NoAttrs()
 
     def shape(

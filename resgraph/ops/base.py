@@ -105,7 +105,7 @@ def spatial(
     what: str,
     where: Location | None,
 ) -> int:
-    """One output size of a window op, as PyTorch computes it."""
+    """One output size of a window op, as PyTorch computes it; `kernel` is the dilated span."""
     padded = size + 2 * padding
     if kernel > padded:
         raise SpecError(
@@ -125,13 +125,18 @@ def windowed(
 ) -> Shape:
     """The output of a kernel/stride/padding window over a map (conv, pools)."""
     c, h, w = feature_map(inputs, what, where)
-    k, s, p = attrs.kernel, attrs.stride, attrs.padding
+    k, s, p = span(attrs), attrs.stride, attrs.padding
     ceil_mode = getattr(attrs, "ceil_mode", False)
     return (
         c if channels is None else channels,
         spatial(h, k, s, p, ceil_mode, "height", what, where),
         spatial(w, k, s, p, ceil_mode, "width", what, where),
     )
+
+
+def span(attrs: Any) -> int:
+    """A window's extent on its input: the kernel, spread by its dilation (convs)."""
+    return getattr(attrs, "dilation", 1) * (attrs.kernel - 1) + 1
 
 
 def onnx_window(attrs: Any) -> dict[str, list[int]]:
@@ -150,8 +155,12 @@ class Op:
     language: ClassVar[type[Model] | None] = None  # the spec's settings model; None: internal
     torch_helper: ClassVar[str] = ""  # source of a helper class its constructor uses
 
-    def resolve(self, args: Any, channels: Dim) -> Any:
-        """The attribute record from the spec's settings, defaults applied, sizes as Dims."""
+    def resolve(self, args: Any, channels: Dim, dilation: Dim = 1) -> Any:
+        """The attribute record from the spec's settings, defaults applied, sizes as Dims.
+
+        `dilation` is the block's at this layer (a name in a block type, else 1): an op that
+        dilates takes it as its default.
+        """
         raise SpecError(f"{self.name} is not written in specs")
 
     def out_channels(self, attrs: Any, channels: Dim) -> Dim:
@@ -191,6 +200,16 @@ class Op:
     def foldable(self) -> bool:
         """Whether a BN reading this op's output can fold into it."""
         return False
+
+    def window(self, attrs: Any, in_shape: Shape) -> tuple[int, int]:
+        """(span, stride) of the window each output reads, for receptive fields: (1, 1) for
+        pointwise ops; a global op spans its whole input."""
+        return 1, 1
+
+    # What autograd keeps for the backward pass, for the memory estimate: "input" (its first
+    # input's tensor), "output" (its own), "indices" (int64, one per output element),
+    # "statistics" (fp32 mean and 1 / std per channel).
+    saves: ClassVar[tuple[str, ...]] = ()
 
 
 def he_normal(shape: Shape, rng: np.random.Generator) -> np.ndarray:

@@ -42,8 +42,9 @@ class BatchNormAttrs:
 class BatchNormOp(Op):
     name = "bn"
     language = BatchNorm
+    saves = ("input", "statistics")  # in training: its input, the batch's mean and 1 / std
 
-    def resolve(self, args: BatchNorm, channels: Dim) -> BatchNormAttrs:
+    def resolve(self, args: BatchNorm, channels: Dim, dilation: Dim = 1) -> BatchNormAttrs:
         return BatchNormAttrs(args.eps, args.momentum)
 
     def shape(

@@ -20,6 +20,7 @@ from resgraph.ops.base import (
     he_normal,
     kwargs,
     onnx_window,
+    span,
     windowed,
     zeros,
 )
@@ -50,6 +51,16 @@ class Conv(Model):
         1, description="Grouped convolution; must divide both input and output channels."
     )
     bias: bool = Field(False, description="Add a bias (no bias by default: a BN follows).")
+    dilation: IntExpr | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description=(
+            "Dilation (atrous rate). None means 1 outside block types; in a block type's branch, "
+            "the block's: its first conv whose kernel is not 1 takes `first_dilation`, later "
+            "ones `dilation` (torchvision's and timm's rule for dilated stages). Padding then "
+            "defaults to dilation * ((kernel - 1) // 2)."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -60,15 +71,24 @@ class ConvAttrs:
     padding: Dim = field(metadata=OFFSET)
     groups: Dim = field(metadata=SIZE)
     bias: bool = False
+    dilation: Dim = field(default=1, metadata=SIZE)
 
 
 class ConvOp(Op):
     name = "conv"
     language = Conv
 
-    def resolve(self, args: Conv, channels: Dim) -> ConvAttrs:
-        padding = expr.halved_less_one(args.kernel) if args.padding is None else args.padding
-        return ConvAttrs(args.out, args.kernel, args.stride, padding, args.groups, args.bias)
+    def resolve(self, args: Conv, channels: Dim, dilation: Dim = 1) -> ConvAttrs:
+        if args.dilation is not None:
+            dilation = args.dilation
+        elif args.kernel == 1:
+            dilation = 1  # a 1x1 conv has nothing to dilate: it leaves the block's to the next
+        padding = args.padding
+        if padding is None:
+            padding = expr.times(expr.halved_less_one(args.kernel), dilation)
+        return ConvAttrs(
+            args.out, args.kernel, args.stride, padding, args.groups, args.bias, dilation
+        )
 
     def out_channels(self, attrs: ConvAttrs, channels: Dim) -> Dim:
         return attrs.out
@@ -108,6 +128,7 @@ class ConvOp(Op):
             kernel_size=attrs.kernel,
             stride=None if attrs.stride == "1" else attrs.stride,
             padding=None if attrs.padding == "0" else attrs.padding,
+            dilation=None if attrs.dilation == "1" else attrs.dilation,
             groups=None if attrs.groups == "1" else attrs.groups,
             bias=attrs.bias or biased,
         )
@@ -119,14 +140,22 @@ class ConvOp(Op):
         inputs = [xs[0], em.array(f"{node.name}.weight", weight)]
         if bias is not None:
             inputs.append(em.array(f"{node.name}.bias", bias))
+        attrs = node.attrs
+        dilated = {"dilations": [attrs.dilation] * 2} if attrs.dilation != 1 else {}
         return em.node(
-            "Conv", node.name, inputs, group=node.attrs.groups, **onnx_window(node.attrs)
+            "Conv", node.name, inputs, group=attrs.groups, **dilated, **onnx_window(attrs)
         )
 
     def text(self, attrs: ConvAttrs) -> str:
         k, s = attrs.kernel, attrs.stride
         groups = f" g{attrs.groups}" if attrs.groups != 1 else ""
-        return f"conv {k}x{k}{f'/{s}' if s != 1 else ''} {attrs.out}{groups}"
+        dilated = f" d{attrs.dilation}" if attrs.dilation != 1 else ""
+        return f"conv {k}x{k}{f'/{s}' if s != 1 else ''} {attrs.out}{groups}{dilated}"
 
     def foldable(self) -> bool:
         return True
+
+    saves = ("input",)
+
+    def window(self, attrs: ConvAttrs, in_shape: Shape) -> tuple[int, int]:
+        return span(attrs), attrs.stride

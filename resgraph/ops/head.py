@@ -20,6 +20,11 @@ class InputOp(Op):
 
 class GlobalAvgPoolOp(Op):
     name = "global_avgpool"
+    saves = ("input",)
+
+    def window(self, attrs: NoAttrs, in_shape: Shape) -> tuple[int, int]:
+        size = max(in_shape[1:])
+        return size, size
 
     def shape(
         self, attrs: NoAttrs, inputs: list[Shape], what: str, where: Location | None

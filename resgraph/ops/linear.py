@@ -37,8 +37,9 @@ class LinearAttrs:
 class LinearOp(Op):
     name = "linear"
     language = Linear
+    saves = ("input",)
 
-    def resolve(self, args: Linear, channels: Dim) -> LinearAttrs:
+    def resolve(self, args: Linear, channels: Dim, dilation: Dim = 1) -> LinearAttrs:
         return LinearAttrs(args.out, args.bias)
 
     def out_channels(self, attrs: LinearAttrs, channels: Dim) -> Dim:

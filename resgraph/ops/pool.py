@@ -68,7 +68,7 @@ class MaxPoolOp(Op):
     language = Pool
     torch_class = "MaxPool2d"
 
-    def resolve(self, args: Pool, channels: Dim) -> PoolAttrs:
+    def resolve(self, args: Pool, channels: Dim, dilation: Dim = 1) -> PoolAttrs:
         return PoolAttrs(
             args.kernel,
             args.kernel if args.stride is None else args.stride,
@@ -100,6 +100,11 @@ class MaxPoolOp(Op):
     def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
         return emit_pool(em, "MaxPool", node, xs)
 
+    saves = ("input", "indices")
+
+    def window(self, attrs: PoolAttrs, in_shape: Shape) -> tuple[int, int]:
+        return attrs.kernel, attrs.stride
+
     def text(self, attrs: PoolAttrs) -> str:
         k, s = attrs.kernel, attrs.stride
         return f"{self.name} {k}x{k}{f'/{s}' if s != 1 else ''}"
@@ -109,6 +114,7 @@ class AvgPoolOp(MaxPoolOp):
     name = "avgpool"
     language = AvgPool
     torch_class = "AvgPool2d"
+    saves = ("input",)
 
     def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
         return emit_pool(

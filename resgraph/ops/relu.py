@@ -28,8 +28,9 @@ class NoAttrs:
 class ReLUOp(Op):
     name = "relu"
     language = ReLU
+    saves = ("output",)
 
-    def resolve(self, args: ReLU, channels: Dim) -> NoAttrs:
+    def resolve(self, args: ReLU, channels: Dim, dilation: Dim = 1) -> NoAttrs:
         return NoAttrs()
 
     def torch(self, attrs: NoAttrs, channels: str, *, biased: bool, inplace: bool) -> str:

@@ -55,7 +55,7 @@ class SqueezeExciteOp(Op):
     language = SqueezeExcite
     torch_helper = HELPER
 
-    def resolve(self, args: SqueezeExcite, channels: Dim) -> SqueezeExciteAttrs:
+    def resolve(self, args: SqueezeExcite, channels: Dim, dilation: Dim = 1) -> SqueezeExciteAttrs:
         return SqueezeExciteAttrs(args.reduction, expr.divided(channels, args.reduction))
 
     def shape(
@@ -94,6 +94,11 @@ class SqueezeExciteOp(Op):
         self, attrs: SqueezeExciteAttrs, channels: str, *, biased: bool, inplace: bool
     ) -> str:
         return f"SqueezeExcite({channels}, {attrs.hidden})"
+
+    saves = ("input",)  # the gate's product keeps x (its small gate tensors are not counted)
+
+    def window(self, attrs: SqueezeExciteAttrs, in_shape: Shape) -> tuple[int, int]:
+        return max(in_shape[1:]), 1  # the gate reads the whole map
 
     def onnx(self, em: Emitter, node: Node, xs: list[str]) -> str:
         """x * sigmoid(fc2(relu(fc1(mean(x))))), the fcs as 1x1 convs with biases."""

@@ -38,6 +38,10 @@ class ZeroPadShortcut(nn.Module):
 
 class ZeroPadOp(Op):
     name = "zero_pad"
+
+    def window(self, attrs: ZeroPadAttrs, in_shape: Shape) -> tuple[int, int]:
+        return 1, attrs.stride
+
     torch_helper = HELPER
 
     def shape(

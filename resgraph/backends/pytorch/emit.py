@@ -9,6 +9,7 @@ decisions from the fold pass.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -21,10 +22,13 @@ from resgraph import __version__, expr
 from resgraph.backends.pytorch.format import format_source
 from resgraph.backends.pytorch.names import MODULE_NAMES, camel, comment, docstring
 from resgraph.errors import SpecError
+from resgraph.graph import DILATION, FIRST_DILATION
 from resgraph.ir import INPUT, Block, BlockTemplate, LayerTemplate, Network, Node
 from resgraph.ops import OPS
 from resgraph.ops.base import rendered
 from resgraph.ops.bn import DEFAULT_EPS
+from resgraph.ops.drop_path import ARGUMENT as DROP_PATH
+from resgraph.ops.drop_path import DropPathAttrs
 from resgraph.pipeline import Compiled
 
 SHORTCUT_LINE = "identity = x if self.downsample is None else self.downsample({})"
@@ -70,6 +74,8 @@ class ModuleView:
     forward: list[str]
     zero_init: list[tuple[str, str]]
     num_classes: int
+    feature_info: list[str] | None  # a features head's entries, as dict literals
+    returns: str  # forward's return annotation
     channels_last: bool
     fold_bn: bool
     bn_eps: float | None
@@ -171,6 +177,10 @@ class _Renderer:
         template = block.template
         residual = block.residual
         sig = ["in_channels: int", "width: int", "stride: int = 1"]
+        sig += [f"{name}: int = 1" for name in _dilation_names(template)]
+        drop_path = residual and template.drop_path
+        if drop_path:
+            sig.append(f"{DROP_PATH}: float = 0.0")
         if residual:
             sig.append("downsample: nn.Module | None = None")
         sig += [f"{p}: int = {expr.render(v)}" for p, v in template.params.items()]
@@ -184,6 +194,13 @@ class _Renderer:
             else:
                 after[template.projection_from] = SHORTCUT_LINE
         current = self.layer_lines(template.branch, folded, biased, init, forward, "x", after, True)
+        if drop_path:
+            self.ops_used.add("drop_path")
+            ctor = OPS["drop_path"].torch(DropPathAttrs(DROP_PATH), "", biased=False, inplace=False)
+            init.append(f"self.drop_path = {ctor}")
+            forward.append(
+                f"{current} = {current} if self.drop_path is None else self.drop_path({current})"
+            )
         if residual:
             forward.append(f"{current} = {current} + identity")
         current = self.layer_lines(template.post, folded, biased, init, forward, current, {}, False)
@@ -219,11 +236,15 @@ class _Renderer:
             self.projections[key] = (self.unique("projection"), signature, lines)
         return self.projections[key][0]
 
-    def block_call(self, block: Block) -> str:
+    def block_call(self, block: Block, index: str) -> str:
+        """The block's constructor call; `index`: its position in the network's blocks, as
+        source (the generated drop_path schedule's index)."""
         cls = self.block_class(block)
         args = [str(block.in_channels), str(block.width)]
         if block.stride != 1:
             args.append(f"stride={block.stride}")
+        values = {FIRST_DILATION: block.first_dilation, DILATION: block.dilation}
+        args += [f"{n}={values[n]}" for n in _dilation_names(block.template) if values[n] != 1]
         shortcut = block.shortcut
         if shortcut.kind == "zero_pad":
             self.ops_used.add("zero_pad")
@@ -235,6 +256,8 @@ class _Renderer:
                 f"downsample={fname}({shortcut.in_channels}, {shortcut.out_channels}, "
                 f"stride={shortcut.stride})"
             )
+        if block.residual and block.template.drop_path and self.network.drop_path_blocks > 1:
+            args.append(f"{DROP_PATH}={DROP_PATH}[{index}]")
         defaults = block.template.params
         args += [f"{p}={v}" for p, v in block.params.items() if defaults.get(p) != v]
         return f"{cls.name}({', '.join(args)})"
@@ -294,20 +317,43 @@ class _Renderer:
         net = self.network
         init: list[str] = ["super().__init__()"]
         forward: list[str] = []
+        features = {f.name for f in net.features}
+        if features:
+            forward.append("features: dict[str, torch.Tensor] = {}")
         self.top_layers(net.stem, init, forward)
+        counted = 0  # blocks so far
+        rate, blocks = net.drop_path_rate, net.drop_path_blocks
+        if rate and blocks > 1:
+            init.append(
+                f"{DROP_PATH} = [round({rate!r} * i / {blocks - 1}, 6) for i in range({blocks})]"
+                "  # timm's stochastic depth rule"
+            )
         for stage in net.stages:
-            calls = [self.block_call(net.blocks[b]) for b in stage.blocks]
-            runs: list[tuple[str, int]] = []
+            calls = [self.block_call(net.blocks[b], "{}") for b in stage.blocks]
+            runs: list[tuple[str, int, int]] = []  # call, first block's index, count
             for call in calls:
                 if runs and runs[-1][0] == call:
-                    runs[-1] = (call, runs[-1][1] + 1)
+                    runs[-1] = (call, runs[-1][1], runs[-1][2] + 1)
                 else:
-                    runs.append((call, 1))
-            items = [call if n == 1 else f"*({call} for _ in range({n}))" for call, n in runs]
+                    runs.append((call, counted, 1))
+                counted += 1
+            items = [
+                call.format(first)
+                if n == 1
+                else f"*({call.format('i')} for i in range({first}, {first + n}))"
+                if "{}" in call
+                else f"*({call} for _ in range({n}))"
+                for call, first, n in runs
+            ]
             init.append(f"self.{stage.name} = nn.Sequential(" + ", ".join(items) + ",)")
             forward.append(f"x = self.{stage.name}(x)")
-        self.top_layers(net.head_layers, init, forward)
-        self.head(init, forward)
+            if stage.name in features:
+                forward.append(f"features[{stage.name!r}] = x")
+        if features:
+            forward.append("return features")
+        else:
+            self.top_layers(net.head_layers, init, forward)
+            self.head(init, forward)
         zero_init = []
         if net.zero_init_residual and not self.options.fold_bn:
             zero_init = [(c.name, c.zero_bn) for c in self.classes.values() if c.zero_bn]
@@ -336,10 +382,28 @@ class _Renderer:
             forward=forward,
             zero_init=zero_init,
             num_classes=net.classes,
+            feature_info=[
+                repr({"module": f.name, "num_chs": f.channels, "reduction": f.reduction})
+                for f in net.features
+            ]
+            or None,
+            returns="dict[str, torch.Tensor]" if features else "torch.Tensor",
             channels_last=self.options.channels_last,
             fold_bn=self.options.fold_bn,
             bn_eps=bn_eps,
         )
+
+
+def _dilation_names(template: BlockTemplate) -> list[str]:
+    """The block dilations a template's layers or lets read: constructor arguments."""
+    used: set[str] = set()
+    for layer in (*template.branch, *template.post):
+        for f in dataclasses.fields(layer.attrs):
+            if "minimum" in f.metadata:
+                used |= expr.names(expr.render(getattr(layer.attrs, f.name)))
+    for value in template.let.values():
+        used |= expr.names(expr.render(value))
+    return [name for name in (FIRST_DILATION, DILATION) if name in used]
 
 
 def _block_doc(template: BlockTemplate) -> str:

@@ -26,4 +26,6 @@ def build_module(
 
     linecache.cache[module.__file__] = (len(source), None, source.splitlines(True), module.__file__)
     exec(compile(source, module.__file__, "exec"), module.__dict__)
+    if compiled.network.features:  # a backbone has no classifier to size
+        return module.build_model()
     return module.build_model(num_classes)
