@@ -409,8 +409,8 @@ CASES: dict[str, Case] = {
             "stride_on: downsample",
             replaced("{name: conv1, out: width", "{name: downsample, out: width", MINE),
         ),
-        "A\n",
-        "layer2.0 (mine): shortcut (option A): the name 'layer2.0.downsample' is already taken",
+        "downsample, out: width",  # refused where it is written, before the graph is built
+        "the name 'downsample' would shadow torch.nn.Module.downsample",
     ),
     "add_in_the_stem": case(
         replaced("  - bn\n", "  - add\n"),

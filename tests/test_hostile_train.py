@@ -14,6 +14,8 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -88,16 +90,21 @@ def peak_rss_mb(*args: str, limit_gb: float = 4) -> tuple[subprocess.CompletedPr
         size = int(limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run(
-        [sys.executable, "-m", "resgraph", *args],
-        capture_output=True,
-        text=True,
-        preexec_fn=cap,
-        timeout=300,
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return done, max(after, before) / 1024
+    # This child's own peak (os.wait4), not RUSAGE_CHILDREN's largest child of the session.
+    command = [sys.executable, "-m", "resgraph", *args]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, preexec_fn=cap)
+        timer = threading.Timer(300, child.kill)  # a hang fails instead of stalling the suite
+        timer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            timer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(command, child.returncode, out.read(), err.read())
+    return done, usage.ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------- checkpoints
