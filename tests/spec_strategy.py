@@ -427,8 +427,20 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         spec["init"] = {"zero_init_residual": draw(st.booleans())}
-    if not draw(st.integers(0, 4)):  # often refused: the strides must reach past it
+    if not draw(st.integers(0, 4)):
         spec["output_stride"] = draw(st.sampled_from([8, 16, 32]))
+        if draw(st.integers(0, 3)):  # strides that pass through it: a stride-4 stem, then 2s
+            reach = 4 * 2 ** len(stages)
+            spec["output_stride"] = draw(st.sampled_from([s for s in (8, 16, 32) if s <= reach]))
+            for stage in stages:
+                stage["stride"] = 2
+                stage.pop("dilation", None)  # refused: one or the other
+            spec["stem"] = [
+                {"conv": {"out": draw(st.integers(2, 8)), "kernel": 3, "stride": 2}},
+                {"bn": bn_args(draw, eps)},
+                "relu",
+                {"maxpool": {"kernel": 3, "stride": 2, "padding": 1}},
+            ]
     if not draw(st.integers(0, 3)):
         spec["drop_path_rate"] = draw(st.sampled_from([0, 0.1, 0.2, 0.3, 0.4, 0.5]))
     if not draw(st.integers(0, 9)):  # a block type named like a library one, or like code
