@@ -65,6 +65,9 @@ RISKY_NAMES = [
 ]
 # Stem and head layer names that the ONNX graph or the generated module also use.
 RISKY_LAYER_NAMES = ["logits", "batch", "x", "out", "identity", "stride", "torch", "nn"]
+# Stage names a features head returns as dict keys and ONNX outputs: like stem layers, the
+# ONNX input and output, generated locals.
+RISKY_STAGE_NAMES = ["conv1", "logits", "input", "x", "torch"]
 
 
 def risky_let(draw: st.DrawFn) -> dict[str, Any]:
@@ -402,7 +405,10 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         if not draw(st.integers(0, 3)):
             stage["shortcut"] = shortcut(draw, eps)
         if not draw(st.integers(0, 4)):
-            stage["name"] = draw(st.sampled_from([f"stage{i}", f"stage{i}", "layer1", "features"]))
+            names = [f"stage{i}", f"stage{i}", "layer1", "features"]
+            if not draw(st.integers(0, 2)):
+                names = RISKY_STAGE_NAMES
+            stage["name"] = draw(st.sampled_from(names))
         if not draw(st.integers(0, 5)):
             stage["dilation"] = number(draw, draw(st.integers(1, 3)))
         stages.append(stage)
