@@ -119,12 +119,23 @@ class FeatureFacts:
     node: str
     channels: int
     reduction: int
+    strides: int  # the product of the strides of the nodes on a path from the input to it
 
 
 def features(compiled: Any) -> list[FeatureFacts]:
     """A features head's outputs in network order; empty for a classifier."""
+    nodes = compiled.network.nodes
+
+    def strides(name: str) -> int:  # any path will do: an add's inputs have one shape
+        stride = 1
+        while nodes[name].inputs:
+            stride *= getattr(nodes[name].attrs, "stride", 1) or 1
+            name = nodes[name].inputs[0]
+        return stride
+
     return [
-        FeatureFacts(f.name, f.node, f.channels, f.reduction) for f in compiled.network.features
+        FeatureFacts(f.name, f.node, f.channels, f.reduction, strides(f.node))
+        for f in compiled.network.features
     ]
 
 
@@ -282,6 +293,12 @@ def _check_features(
             _fail(
                 "a feature's channels differ from its node's",
                 f"{f.name}: feature {f.channels}, node {facts[f.node].shape}",
+            )
+    for f in wanted:
+        if f.reduction != f.strides:
+            _fail(
+                "a feature's reduction is not the product of the strides before it",
+                f"{f.name} ({f.node}): reduction {f.reduction}, strides {f.strides}",
             )
     info = feature_info(model)
     expected = [(f.name, f.channels, f.reduction) for f in wanted]
