@@ -298,7 +298,7 @@ def _check_features(
         if f.reduction != f.strides:
             _fail(
                 "a feature's reduction is not the product of the strides before it",
-                f"{f.name} ({f.node}): reduction {f.reduction}, strides {f.strides}",
+                f"{f.name}: reduction {f.reduction}, strides {f.strides} (to {f.node})",
             )
     info = feature_info(model)
     expected = [(f.name, f.channels, f.reduction) for f in wanted]
