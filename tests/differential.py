@@ -15,6 +15,11 @@ artefact agrees with every other:
   the logits' scale);
 - onnxruntime on the ONNX model built with the same weights equals the eval-mode module,
   with BN folded and not (float32, <= 1e-4 of the largest logit, or absolute below 1).
+- a features head (issue 13): the module returns the IR's features, keyed and ordered by
+  stage, each of its node's shape; every map is compared like the logits above (--fold-bn,
+  ONNX's output of that name); `feature_info` states the IR's channels and reductions, and a
+  reduction is the product of the strides on the feature's path; each drop_path module's
+  drop_prob is its node's (drop path is the identity in eval mode and in ONNX).
 
 Every access to resgraph's internals goes through the adapters in the first section, so a
 new compiler core changes only them. A failure raises `Disagreement`, whose message is one
