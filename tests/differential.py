@@ -15,6 +15,11 @@ artefact agrees with every other:
   the logits' scale);
 - onnxruntime on the ONNX model built with the same weights equals the eval-mode module,
   with BN folded and not (float32, <= 1e-4 of the largest logit, or absolute below 1).
+- a features head (issue 13): the module returns the IR's features, keyed and ordered by
+  stage, each of its node's shape; every map is compared like the logits above (--fold-bn,
+  ONNX's output of that name); `feature_info` states the IR's channels and reductions, and a
+  reduction is the product of the strides on the feature's path; each drop_path module's
+  drop_prob is its node's (drop path is the identity in eval mode and in ONNX).
 
 Every access to resgraph's internals goes through the adapters in the first section, so a
 new compiler core changes only them. A failure raises `Disagreement`, whose message is one
@@ -56,6 +61,7 @@ REJECTION = SpecError  # the one exception type a rejected spec may raise
 MODULE_OPS = frozenset(
     {"conv", "bn", "relu", "maxpool", "avgpool", "linear", "zero_pad", "global_avgpool", "se"}
 )
+ONNX_OUTPUT = "logits"  # a classifier's one ONNX output (a backbone's are its stages' names)
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class NodeFacts:
     params: int
     macs: int
     residual_bn: bool  # the last BN of a residual branch (zeroed by zero_init_residual)
+    module: bool  # the generated module holds a module of the node's name
+    drop_prob: float | None = None  # a drop_path node's probability
 
 
 def compile_dict(spec: Mapping[str, Any]) -> Any:
@@ -97,10 +105,51 @@ def nodes(compiled: Any) -> dict[str, NodeFacts]:
     """Per IR node: op, shape, params, MACs, and whether it is a residual branch's last BN."""
     network = compiled.network
     residual = {b.residual_bn for b in network.blocks.values() if b.residual}
-    return {
-        node.name: NodeFacts(node.op, node.shape, node.params, node.macs, node.name in residual)
-        for node in network.nodes.values()
-    }
+    facts = {}
+    for node in network.nodes.values():
+        prob = float(node.attrs.prob) if node.op == "drop_path" else None
+        module = node.op in MODULE_OPS or bool(prob)  # drop path: None where its rate is 0
+        facts[node.name] = NodeFacts(
+            node.op, node.shape, node.params, node.macs, node.name in residual, module, prob
+        )
+    return facts
+
+
+@dataclass(frozen=True)
+class FeatureFacts:
+    """One output of a features head, by the IR: its key, the node it is, and timm's
+    feature_info entry (channels, reduction)."""
+
+    name: str
+    node: str
+    channels: int
+    reduction: int
+    strides: int  # the product of the strides of the nodes on a path from the input to it
+
+
+def features(compiled: Any) -> list[FeatureFacts]:
+    """A features head's outputs in network order; empty for a classifier."""
+    nodes = compiled.network.nodes
+
+    def strides(name: str) -> int:  # any path will do: an add's inputs have one shape
+        stride = 1
+        while nodes[name].inputs:
+            stride *= getattr(nodes[name].attrs, "stride", 1) or 1
+            name = nodes[name].inputs[0]
+        return stride
+
+    return [
+        FeatureFacts(f.name, f.node, f.channels, f.reduction, strides(f.node))
+        for f in compiled.network.features
+    ]
+
+
+def feature_info(model: torch.nn.Module) -> list[tuple[str, int, int]] | None:
+    """The generated module's `feature_info` as (name, channels, reduction); None if absent."""
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        return None
+    return [(entry["module"], entry["num_chs"], entry["reduction"]) for entry in info]
 
 
 def input_shape(compiled: Any) -> tuple[int, int, int]:
@@ -207,10 +256,59 @@ def _check(spec: Mapping[str, Any]) -> str:
     shapes, macs = _stage("forward", lambda: _measure(model, x))
     _check_counts(compiled, model, facts, shapes, macs)
     with torch.no_grad():
-        reference = model(x).detach()
+        reference = _outputs(model(x))
+    _check_features(compiled, model, facts, reference)
     _check_fold(compiled, model, x)
     _check_onnx(compiled, model, x, reference)
     return "ok"
+
+
+def _outputs(out: Any) -> dict[str, np.ndarray]:
+    """The module's outputs by name: a backbone's dict of feature maps in its order, or a
+    classifier's logits under the ONNX output's name."""
+    if isinstance(out, Mapping):
+        return {str(k): v.detach().numpy() for k, v in out.items()}
+    return {ONNX_OUTPUT: out.detach().numpy()}
+
+
+def _check_features(
+    compiled: Any,
+    model: torch.nn.Module,
+    facts: dict[str, NodeFacts],
+    outputs: dict[str, np.ndarray],
+) -> None:
+    """A features head returns the IR's feature maps, keyed and ordered by stage, each of its
+    node's shape; `feature_info` states the IR's channels and reductions."""
+    wanted = features(compiled)
+    if not wanted:
+        if list(outputs) != [ONNX_OUTPUT]:
+            _fail("a classifier returns a dict", f"keys {list(outputs)}")
+        return
+    names = [f.name for f in wanted]
+    if list(outputs) != names:
+        _fail("feature keys differ from the IR's features", f"module {list(outputs)}, IR {names}")
+    for f in wanted:
+        shape = tuple(outputs[f.name].shape[1:])
+        if shape != facts[f.node].shape:
+            _fail(
+                "a feature map's shape differs from its node's",
+                f"{f.name} ({f.node}): module {shape}, graph {facts[f.node].shape}",
+            )
+        if facts[f.node].shape[0] != f.channels:
+            _fail(
+                "a feature's channels differ from its node's",
+                f"{f.name}: feature {f.channels}, node {facts[f.node].shape}",
+            )
+    for f in wanted:
+        if f.reduction != f.strides:
+            _fail(
+                "a feature's reduction is not the product of the strides before it",
+                f"{f.name}: reduction {f.reduction}, strides {f.strides} (to {f.node})",
+            )
+    info = feature_info(model)
+    expected = [(f.name, f.channels, f.reduction) for f in wanted]
+    if info != expected:
+        _fail("feature_info differs from the IR's features", f"module {info}, IR {expected}")
 
 
 def _check_init(compiled: Any, model: torch.nn.Module, facts: dict[str, NodeFacts]) -> None:
@@ -272,8 +370,8 @@ def _measure(
     finally:
         for handle in handles:
             handle.remove()
-    if not torch.isfinite(out).all():
-        _fail("forward gives non-finite logits")
+    if not all(np.isfinite(v).all() for v in _outputs(out).values()):
+        _fail("forward gives non-finite outputs")
     return shapes, macs
 
 
@@ -304,7 +402,7 @@ def _check_counts(
     counted = sum(p.numel() for p in model.parameters())
     if counted != params:
         _fail("parameter count differs from the cost pass", f"module {counted:,}, graph {params:,}")
-    expected = {n for n, f in facts.items() if f.op in MODULE_OPS}
+    expected = {n for n, f in facts.items() if f.module}
     found = _node_modules(model)
     if found != expected:
         _fail(
@@ -323,19 +421,35 @@ def _check_counts(
                 "a node's MACs differ from the cost pass",
                 f"{name} ({facts[name].op}): module {measured:,}, graph {facts[name].macs:,}",
             )
+    modules = dict(model.named_modules())
+    for name, fact in facts.items():
+        prob = getattr(modules.get(name), "drop_prob", None)
+        if fact.drop_prob and (prob is None or abs(prob - fact.drop_prob) > 1e-9):
+            _fail(
+                "a drop_path module's drop_prob differs from its node's",
+                f"{name}: module {prob}, graph {fact.drop_prob}",
+            )
     if sum(macs.values()) != total_macs:
         _fail("total MACs differ", f"module {sum(macs.values()):,}, graph {total_macs:,}")
 
 
-def _close(mechanism: str, got: np.ndarray, want: np.ndarray, floor: float) -> None:
-    """Within TOLERANCE of the largest logit, or of `floor` where the logits are smaller
-    (float32 rounding follows the activations' scale, not the logits')."""
-    if got.shape != want.shape:
-        _fail(mechanism, f"output shape {got.shape}, expected {want.shape}")
-    scale = max(float(np.abs(want).max()), floor)
-    error = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
-    if not math.isfinite(error) or error > TOLERANCE * scale:
-        _fail(mechanism, f"max difference {error:.3g} where the logits reach {scale:.3g}")
+def _close(
+    mechanism: str, got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], floor: float
+) -> None:
+    """Every output (the logits, or each feature map) within TOLERANCE of its largest value,
+    or of `floor` where the values are smaller (float32 rounding follows the activations'
+    scale, not the outputs')."""
+    if list(got) != list(want):
+        _fail(mechanism, f"outputs {list(got)}, expected {list(want)}")
+    for name, expected in want.items():
+        if got[name].shape != expected.shape:
+            _fail(mechanism, f"{name} shape {got[name].shape}, expected {expected.shape}")
+        scale = max(float(np.abs(expected).max(initial=0.0)), floor)
+        error = float(
+            np.abs(got[name].astype(np.float64) - expected.astype(np.float64)).max(initial=0.0)
+        )
+        if not math.isfinite(error) or error > TOLERANCE * scale:
+            _fail(mechanism, f"max difference {error:.3g} where {name} reaches {scale:.3g}")
 
 
 def _check_fold(compiled: Any, model: torch.nn.Module, x: torch.Tensor) -> None:
@@ -351,17 +465,18 @@ def _check_fold(compiled: Any, model: torch.nn.Module, x: torch.Tensor) -> None:
     reference = model.double()
     try:
         with torch.no_grad():
-            want = reference(x.double()).numpy()
-            got = _stage("--fold-bn forward", lambda: folded(x.double())).numpy()
+            want = _outputs(reference(x.double()))
+            got = _outputs(_stage("--fold-bn forward", lambda: folded(x.double())))
     finally:
         model.float()
     _close("--fold-bn module differs from the eval-mode module", got, want, floor=1e-3)
 
 
 def _check_onnx(
-    compiled: Any, model: torch.nn.Module, x: torch.Tensor, reference: torch.Tensor
+    compiled: Any, model: torch.nn.Module, x: torch.Tensor, reference: dict[str, np.ndarray]
 ) -> None:
-    """onnxruntime on the ONNX model with the module's weights computes the module."""
+    """onnxruntime on the ONNX model with the module's weights computes the module: each
+    named output (the logits, or one per feature map) the module's output of that name."""
     import onnxruntime as ort
 
     weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
@@ -381,10 +496,11 @@ def _check_onnx(
                 d, o, providers=["CPUExecutionProvider"]
             ),
         )
-        (got,) = _stage(
+        values = _stage(
             f"onnxruntime{flag} run", lambda s=session: s.run(None, {"input": x.numpy()})
         )
-        _close(f"onnxruntime{flag} differs from the eval-mode module", got, reference.numpy(), 1.0)
+        got = dict(zip([o.name for o in session.get_outputs()], values, strict=True))
+        _close(f"onnxruntime{flag} differs from the eval-mode module", got, reference, 1.0)
 
 
 # ---------------------------------------------------------------- minimising a failure

@@ -16,7 +16,10 @@ that use every feature of the language (resgraph/spec.py, docs/reference.md):
 - odd and non-square inputs; stems (none, conv, ImageNet conv + maxpool with ceil_mode,
   deep stems with groups, avgpool with count_include_pad); head layers; fc and fcn heads,
   with a window; BN eps/momentum; `init.zero_init_residual`; numbers written as ints or as
-  expressions.
+  expressions;
+- backbones (issue 13): conv `dilation` (a number, or the block names `dilation` and
+  `first_dilation`), stage `dilation`, top-level `output_stride` 8/16/32, a features head
+  returning an ordered subset of the stages (or all), `drop_path_rate`.
 
 Most drawn specs are valid (about 70%); the rest exercise the compiler's rejections.
 """
@@ -62,6 +65,9 @@ RISKY_NAMES = [
 ]
 # Stem and head layer names that the ONNX graph or the generated module also use.
 RISKY_LAYER_NAMES = ["logits", "batch", "x", "out", "identity", "stride", "torch", "nn"]
+# Stage names a features head returns as dict keys and ONNX outputs: like stem layers, the
+# ONNX input and output, generated locals.
+RISKY_STAGE_NAMES = ["conv1", "logits", "input", "x", "torch"]
 
 
 def risky_let(draw: st.DrawFn) -> dict[str, Any]:
@@ -110,6 +116,9 @@ def conv_args(draw: st.DrawFn, out: Any, in_block: bool) -> dict[str, Any]:
         args["groups"] = "g" if in_block else draw(st.sampled_from([1, 2]))
     if not draw(st.integers(0, 5)):
         args["bias"] = True
+    if not draw(st.integers(0, 6)):  # atrous: a number, or the block's own dilations
+        names = ["dilation", "first_dilation"] if in_block else []
+        args["dilation"] = draw(st.sampled_from([2, 3, number(draw, 2), *names]))
     return args
 
 
@@ -362,6 +371,23 @@ def head(draw: st.DrawFn, eps: float) -> dict[str, Any]:
     return result
 
 
+def features_head(draw: st.DrawFn, drawn: dict[str, Any], stages: list[str]) -> dict[str, Any]:
+    """A backbone's head: all stages, or a subset of them in network order (rarely out of
+    order, or naming no stage: refused); sometimes keeping a classifier's settings."""
+    result: dict[str, Any] = {"kind": "features"}
+    choice = draw(st.integers(0, 9))
+    if choice >= 4:
+        picked = [name for name in stages if draw(st.booleans())] or stages[-1:]
+        result["stages"] = picked
+    elif choice == 1:
+        result["stages"] = list(reversed(stages))
+    elif choice == 2 and draw(st.integers(0, 2)) == 0:
+        result["stages"] = []
+    if choice == 3:  # settings a backbone ignores or refuses
+        result.update({k: v for k, v in drawn.items() if k != "kind"})
+    return result
+
+
 @st.composite
 def specs(draw: st.DrawFn) -> dict[str, Any]:
     """A spec as a dict, small enough that one example runs in well under a second."""
@@ -379,9 +405,18 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         if not draw(st.integers(0, 3)):
             stage["shortcut"] = shortcut(draw, eps)
         if not draw(st.integers(0, 4)):
-            stage["name"] = draw(st.sampled_from([f"stage{i}", f"stage{i}", "layer1", "features"]))
+            names = [f"stage{i}", f"stage{i}", "layer1", "features"]
+            if not draw(st.integers(0, 2)):
+                names = RISKY_STAGE_NAMES
+            stage["name"] = draw(st.sampled_from(names))
+        if not draw(st.integers(0, 5)):
+            stage["dilation"] = number(draw, draw(st.integers(1, 3)))
         stages.append(stage)
     the_head = head(draw, eps)
+    if not draw(st.integers(0, 3)):
+        the_head = features_head(
+            draw, the_head, [s.get("name", f"layer{i + 1}") for i, s in enumerate(stages)]
+        )
     height = draw(st.integers(5, 40))
     square = the_head.get("kind") == "fcn" and "window" not in the_head
     width = height if square or draw(st.booleans()) else draw(st.integers(5, 40))
@@ -398,6 +433,22 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         spec["init"] = {"zero_init_residual": draw(st.booleans())}
+    if not draw(st.integers(0, 4)):
+        spec["output_stride"] = draw(st.sampled_from([8, 16, 32]))
+        if draw(st.integers(0, 3)):  # strides that pass through it: a stride-4 stem, then 2s
+            reach = 4 * 2 ** len(stages)
+            spec["output_stride"] = draw(st.sampled_from([s for s in (8, 16, 32) if s <= reach]))
+            for stage in stages:
+                stage["stride"] = 2
+                stage.pop("dilation", None)  # refused: one or the other
+            spec["stem"] = [
+                {"conv": {"out": draw(st.integers(2, 8)), "kernel": 3, "stride": 2}},
+                {"bn": bn_args(draw, eps)},
+                "relu",
+                {"maxpool": {"kernel": 3, "stride": 2, "padding": 1}},
+            ]
+    if not draw(st.integers(0, 3)):
+        spec["drop_path_rate"] = draw(st.sampled_from([0, 0.1, 0.2, 0.3, 0.4, 0.5]))
     if not draw(st.integers(0, 9)):  # a block type named like a library one, or like code
         rename_block_type(spec, "u1", draw(st.sampled_from(["basic", "bottleneck", *RISKY_NAMES])))
     return spec
