@@ -199,7 +199,11 @@ class _Builder:
             check_attribute(stage.name, stage.where("name"))
             for plan in stage.blocks:
                 x, blocks[plan.name] = self.block(plan, x, stage.name)
-                reduction *= plan.stride
+                # every stride on the block's main path: its stride_on layer's, and any layer's own
+                main = (
+                    n for n in blocks[plan.name].nodes if self.nodes[n].role in ("branch", "post")
+                )
+                reduction *= math.prod(getattr(self.nodes[n].attrs, "stride", 1) for n in main)
             stages.append(
                 Stage(stage.name, tuple(b.name for b in stage.blocks), stage.where("name"))
             )

@@ -132,8 +132,12 @@ def emit(
     """The model without initializers, and the arrays to attach as them (inline or external)."""
     _check_options(opset, static_batch)
     network = compiled.network
-    # graph outputs: the classifier's `logits`, or one per feature map named after its stage
-    named = {f.node: f.name for f in network.features} or {network.output: OUTPUT}
+    folds = network.folds if fold_bn else {}
+    # graph outputs: the classifier's `logits`, or one per feature map named after its stage;
+    # a folded BN's output is its conv's, so the conv writes the output
+    named = {folds.get(f.node, f.node): f.name for f in network.features} or {
+        network.output: OUTPUT
+    }
     # fp16: a node writes `<node>/fp16` and a Cast the output, whatever the node is called
     renamed = (
         {node: f"{node}/fp16" for node in named} | {f"{name}/fp32": name for name in named.values()}
@@ -147,7 +151,7 @@ def emit(
         network,
         weights,
         dtype=np.float16 if fp16 else np.float32,
-        folds=network.folds if fold_bn else {},
+        folds=folds,
         renamed=renamed,
     )
     source = em.node("Cast", "input/fp16", [INPUT], to=TensorProto.FLOAT16) if fp16 else INPUT
