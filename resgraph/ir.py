@@ -158,9 +158,5 @@ class Network:
     def input(self) -> Node:
         return self.nodes[INPUT]
 
-    def readers(self, name: str) -> list[str]:
-        """The nodes that read `name`'s output."""
-        return [n.name for n in self.nodes.values() if name in n.inputs]
-
 
 INPUT = "input"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
@@ -66,7 +66,7 @@ def emit_pool(em: Emitter, op_type: str, node: Node, xs: list[str], **attrs: Any
 class MaxPoolOp(Op):
     name = "maxpool"
     language = Pool
-    torch_class = "MaxPool2d"
+    torch_class: ClassVar[str] = "MaxPool2d"  # the nn module it constructs
 
     def resolve(self, args: Pool, channels: Dim, dilation: Dim = 1) -> PoolAttrs:
         return PoolAttrs(
