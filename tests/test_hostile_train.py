@@ -15,7 +15,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -83,6 +82,21 @@ def one_line(result: tuple[int, str, str], status: int, text: str) -> None:
     assert "internal error" not in err and "Traceback" not in err
 
 
+# Runs `python -m resgraph ARGS` and, at exit, writes the peak RSS of its own memory image
+# (VmHWM in kB). Counters kept across exec (ru_maxrss) also count the forking test process.
+PEAK_WRAPPER = """
+import atexit, runpy, sys
+report = sys.argv.pop(1)
+def hwm():
+    status = open("/proc/self/status").read()
+    kb = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    open(report, "w").write(kb)
+atexit.register(hwm)
+sys.argv[0] = "resgraph"
+runpy.run_module("resgraph", run_name="__main__", alter_sys=True)
+"""
+
+
 def peak_rss_mb(*args: str, limit_gb: float = 4) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run `python -m resgraph ARGS` under an address-space cap; its peak RSS in MB."""
 
@@ -90,21 +104,16 @@ def peak_rss_mb(*args: str, limit_gb: float = 4) -> tuple[subprocess.CompletedPr
         size = int(limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
-    # This child's own peak (os.wait4), not RUSAGE_CHILDREN's largest child of the session.
-    command = [sys.executable, "-m", "resgraph", *args]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, preexec_fn=cap)
-        timer = threading.Timer(300, child.kill)  # a hang fails instead of stalling the suite
-        timer.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        finally:
-            timer.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        err.seek(0)
-        done = subprocess.CompletedProcess(command, child.returncode, out.read(), err.read())
-    return done, usage.ru_maxrss / 1024
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "peak"
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_WRAPPER, str(report), *args],
+            capture_output=True,
+            text=True,
+            preexec_fn=cap,
+            timeout=300,
+        )
+        return done, int(report.read_text()) / 1024
 
 
 # --------------------------------------------------------------------------- checkpoints

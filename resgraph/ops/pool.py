@@ -46,21 +46,30 @@ class PoolAttrs:
 
 
 def emit_pool(em: Emitter, op_type: str, node: Node, xs: list[str], **attrs: Any) -> str:
-    """A pool node giving PyTorch's output size.
+    """A pool node giving PyTorch's output, written without ONNX's ceil_mode.
 
-    With ceil_mode, PyTorch drops a last window that would start in the right padding;
-    ONNX keeps it (its windows are otherwise the same). There the pool writes an inner
-    tensor and a Slice keeps PyTorch's rows and columns.
+    ONNX runtimes disagree with PyTorch (and with their own shape inference) on ceil_mode's
+    last window. With ceil_mode the window is written in floor mode with the end padding that
+    yields PyTorch's size. Where that padding passes PyTorch's (an average counting padding,
+    whose last window PyTorch divides by its part inside the padded input), the padding
+    becomes zeros of an explicit Pad, which the average then counts as input.
     """
     a = node.attrs
-    window = {**onnx_window(a), "ceil_mode": int(a.ceil_mode), **attrs}
-    sizes = [-(-(n + 2 * a.padding - a.kernel) // a.stride) + 1 for n in node.in_shape[1:]]
-    if not a.ceil_mode or sizes == list(node.shape[1:]):
+    k, s, p = a.kernel, a.stride, a.padding
+    window: dict[str, Any] = {**onnx_window(a), "ceil_mode": 0, **attrs}
+    if not a.ceil_mode:
         return em.node(op_type, node.name, xs, **window)
-    pooled = em.node(op_type, f"{node.name}/ceil", xs, **window)
-    bounds = {"starts": [0, 0], "ends": list(node.shape[1:]), "axes": [2, 3]}
-    inputs = [em.int64(f"{node.name}/{k}", v) for k, v in bounds.items()]
-    return em.node("Slice", node.name, [pooled, *inputs])
+    ends = [
+        max((out - 1) * s + k - size - p, 0)
+        for size, out in zip(node.in_shape[1:], node.shape[1:], strict=True)
+    ]
+    if not (attrs.get("count_include_pad") and max(ends) > p):
+        return em.node(op_type, node.name, xs, **{**window, "pads": [p, p, *ends]})
+    zeros = [0, 0, p, p, 0, 0, *(min(end, p) for end in ends)]
+    padded = em.node("Pad", f"{node.name}/pad", [xs[0], em.int64(f"{node.name}/pads", zeros)])
+    extra = [max(end - p, 0) for end in ends]
+    window = {**window, "pads": [0, 0, *extra], "count_include_pad": 0}
+    return em.node(op_type, node.name, [padded], **window)
 
 
 class MaxPoolOp(Op):
