@@ -1,0 +1,1 @@
+"""`resgraph import`: existing networks (torch modules, ONNX files, Caffe prototxts) to specs."""
