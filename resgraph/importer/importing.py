@@ -1,0 +1,63 @@
+"""From a source graph to a checked spec (and weights): find, fit, write, compile, compare."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from resgraph.errors import SpecError
+from resgraph.importer.fit import StageFit, plain_units, stages
+from resgraph.importer.layers import lower
+from resgraph.importer.source import ImportFailure, SourceGraph
+from resgraph.importer.spec_writer import spec_data, to_yaml
+from resgraph.importer.structure import find
+from resgraph.importer.verify import align, state_dict
+from resgraph.ir import Network
+
+
+@dataclass
+class Imported:
+    spec: dict[str, Any]
+    text: str  # the spec as YAML: what `resgraph import -o` writes
+    network: Network  # the text compiled: its nodes are the source's layers
+    weights: dict[str, np.ndarray] | None  # keyed as the generated module's state_dict
+
+
+def import_graph(graph: SourceGraph, name: str) -> Imported:
+    """The spec that is the source's graph: library block types where they fit exactly."""
+    from resgraph import api
+
+    origin = graph.origin
+    found = find(lower(graph), origin, plain_units())
+    fits = stages(found, origin)
+    counts = [len(fit.blocks) for fit in fits]
+    while True:
+        spec = spec_data(name, origin, found, fits, graph.input)
+        text = to_yaml(spec)
+        try:
+            network = api.compile(text).network
+        except SpecError as exc:
+            if not _to_own_types(fits):
+                raise ImportFailure(f"{origin}: resgraph cannot express it: {exc}") from None
+            continue
+        pairs, bad, first = align(network, found, counts)
+        if not first:
+            break
+        if not bad or any(fits[s].choice == len(fits[s].candidates) - 1 for s in bad):
+            raise ImportFailure(f"{origin}: the spec written differs from the source: {first}")
+        for s in bad:
+            fits[s].choice += 1
+    weights = state_dict(pairs) if graph.has_weights else None
+    return Imported(spec, text, network, weights)
+
+
+def _to_own_types(fits: list[StageFit]) -> bool:
+    """Move every stage to its own block type; False if all were there already."""
+    moved = False
+    for fit in fits:
+        last = len(fit.candidates) - 1
+        if fit.choice != last:
+            fit.choice, moved = last, True
+    return moved
