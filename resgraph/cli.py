@@ -15,6 +15,7 @@ from resgraph import __version__
 from resgraph.argtypes import non_negative, opset, positive
 from resgraph.errors import SpecError
 from resgraph.expand import DEFAULT_MAX_NODES
+from resgraph.importer.cli import add_parser as add_import_parser
 from resgraph.train.cli import add_parsers as add_training_parsers
 
 if TYPE_CHECKING:
@@ -429,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     add_training_parsers(sub)
+    add_import_parser(sub)
 
     p = sub.add_parser("list", help="the shipped models, with parameters and MACs")
     p.add_argument("pattern", nargs="?", metavar="PATTERN", help="a glob, e.g. 'resnet*'")

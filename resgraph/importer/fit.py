@@ -387,7 +387,8 @@ def unnamed_defaults(layers: list[Any]) -> list[Any]:
     kinds = [next(iter(layer)) if isinstance(layer, dict) else layer for layer in layers]
     out = []
     for kind, layer in zip(kinds, layers, strict=True):
-        if isinstance(layer, dict) and layer[kind] == {"name": kind} and kinds.count(kind) == 1:
-            layer = kind
+        if isinstance(layer, dict) and layer[kind].get("name") == kind and kinds.count(kind) == 1:
+            settings = {k: v for k, v in layer[kind].items() if k != "name"}
+            layer = {kind: settings} if settings else kind
         out.append(layer)
     return out
