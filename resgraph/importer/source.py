@@ -158,23 +158,82 @@ def run(graph: SourceGraph, x: Any) -> Any:
 
 
 def shapes(graph: SourceGraph) -> dict[str, tuple[int, ...]]:
-    """Each op's output shape without its batch dimension, computed on the meta device."""
-    import torch
-
+    """Each op's output shape without its batch dimension, by PyTorch's size rules."""
     out: dict[str, tuple[int, ...]] = {INPUT: graph.input}
-    values: dict[str, torch.Tensor] = {INPUT: torch.empty((1, *graph.input), device="meta")}
     for op in graph.ops:
-        tensors = {
-            key: torch.empty(shape, device="meta") for key, shape in weight_shapes(op).items()
-        }
-        try:
-            value = _EXECUTE[op.kind](op.attrs, tensors, *(values[n] for n in op.inputs))
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ImportFailure(f"{op.describe()}: does not fit its input: {first}") from None
-        values[op.name] = value
-        out[op.name] = tuple(value.shape[1:])
+        inputs = [out[name] for name in op.inputs]
+        problem, shape = _shape(op, inputs)
+        if problem:
+            raise ImportFailure(f"{graph.origin}: {op.describe()}: {problem}")
+        out[op.name] = shape
     return out
+
+
+def _window(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil: bool) -> int:
+    """PyTorch's output size of a conv or pool window along one axis."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    count = (span + (stride - 1 if ceil else 0)) // stride + 1
+    if ceil and (count - 1) * stride >= size + padding:
+        count -= 1  # the last window must start inside the input or its left padding
+    return count
+
+
+def _shape(op: SourceOp, inputs: list[tuple[int, ...]]) -> tuple[str, tuple[int, ...]]:
+    """(a problem in words or "", the output shape)."""
+    x, a = inputs[0], op.attrs
+    spatial = len(x) == 3
+    if (
+        op.kind
+        in ("conv", "bn", "maxpool", "avgpool", "global_avgpool", "subsample", "pad_channels")
+        and not spatial
+    ):
+        return f"needs a feature map, gets shape {x}", x
+    if op.kind == "conv":
+        if x[0] != a["in_channels"] or x[0] % a["groups"] or a["out"] % a["groups"]:
+            return f"takes {a['in_channels']} channels in {a['groups']} groups, gets {x[0]}", x
+        size = [
+            _window(n, a["kernel"], a["stride"], a["padding"], a["dilation"], False) for n in x[1:]
+        ]
+        return ("" if min(size) > 0 else f"its window does not fit a {x[1]}x{x[2]} map"), (
+            a["out"],
+            *size,
+        )
+    if op.kind == "bn":
+        return ("" if x[0] == a["channels"] else f"has {a['channels']} channels, gets {x[0]}"), x
+    if op.kind in ("maxpool", "avgpool"):
+        if 2 * a["padding"] > a["kernel"]:
+            return f"padding {a['padding']} is over half its {a['kernel']} window", x
+        size = [
+            _window(n, a["kernel"], a["stride"], a["padding"], 1, a["ceil_mode"]) for n in x[1:]
+        ]
+        return ("" if min(size) > 0 else f"its window does not fit a {x[1]}x{x[2]} map"), (
+            x[0],
+            *size,
+        )
+    if op.kind == "global_avgpool":
+        return "", (x[0], 1, 1)
+    if op.kind == "flatten":
+        count = 1
+        for n in x:
+            count *= n
+        return "", (count,)
+    if op.kind == "linear":
+        return (
+            "" if x == (a["in_features"],) else f"takes {a['in_features']} features, gets shape {x}"
+        ), (a["out"],)
+    if op.kind == "add":
+        return ("" if inputs[0] == inputs[1] else f"adds shapes {inputs[0]} and {inputs[1]}"), x
+    if op.kind == "mul":
+        y = inputs[1]
+        big, gate = (x, y) if len(x) == 3 and y in ((x[0], 1, 1), x) else (y, x)
+        fits = len(big) == 3 and gate in ((big[0], 1, 1), big)
+        return ("" if fits else f"multiplies shapes {x} and {y}"), big
+    if op.kind == "subsample":
+        s = a["stride"]
+        return "", (x[0], -(-x[1] // s), -(-x[2] // s))
+    if op.kind == "pad_channels":
+        return "", (x[0] + a["before"] + a["after"], x[1], x[2])
+    return "", x
 
 
 def _conv(a: dict[str, Any], w: dict[str, Any], x: Any) -> Any:

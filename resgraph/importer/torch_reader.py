@@ -79,6 +79,8 @@ class _Lowering:
         self.ops: list[SourceOp] = []
         self.alias: dict[str, str] = {}
         self.constants: set[str] = set()  # size() results and other non-tensors
+        self.sizes: dict[str, str] = {}  # x.size() -> x: its items are x's dimensions
+        self.dims: dict[str, tuple[str, int]] = {}  # x.size(k) or x.size()[k] -> (x, k)
 
     def graph(self, input_shape: tuple[int, int, int]) -> SourceGraph:
         placeholders = 0
@@ -242,6 +244,13 @@ class _Lowering:
             if _pair(args[1] if len(args) > 1 else node.kwargs["output_size"]) != (1, 1):
                 raise self._unsupported(node, "an adaptive pool to a size other than 1x1")
             self._add(node, "global_avgpool", (args[0],))
+        elif target is operator.getitem and getattr(args[0], "name", None) in self.sizes:
+            self.constants.add(node.name)
+            self.dims[node.name] = (self.sizes[args[0].name], args[1])
+        elif target is F.avg_pool2d and self._whole_map(args, node.kwargs):
+            self._add(node, "global_avgpool", (args[0],))
+        elif target in (F.avg_pool2d, F.max_pool2d):
+            self._functional_pool(node, args, node.kwargs)
         elif target is operator.getitem and _is_subsample(args[1]):
             self._add(node, "subsample", (args[0],), stride=args[1][2].step)
         elif target is F.pad and _channel_pad(args, node.kwargs) is not None:
@@ -256,6 +265,10 @@ class _Lowering:
         method, args = node.target, node.args
         if method == "size":
             self.constants.add(node.name)
+            if len(args) == 1 and not node.kwargs:
+                self.sizes[node.name] = self._ref(args[0])
+            elif len(args) == 2 and isinstance(args[1], int):
+                self.dims[node.name] = (self._ref(args[0]), args[1])
         elif method in ("relu", "relu_", "sigmoid"):
             self._add(node, "sigmoid" if method == "sigmoid" else "relu", (args[0],))
         elif method == "flatten":
@@ -274,6 +287,48 @@ class _Lowering:
             self.alias[node.name] = self._ref(args[0])
         else:
             raise self._unsupported(node, f"the tensor method .{method}()")
+
+    def _whole_map(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """F.avg_pool2d(x, x.size()[3]): a window as large as the (square) map."""
+        kernel = args[1] if len(args) > 1 else kwargs.get("kernel_size")
+        dim = self.dims.get(getattr(kernel, "name", ""))
+        rest = args[2:] or tuple(v for k, v in kwargs.items() if k != "kernel_size")
+        return (
+            dim is not None
+            and dim[0] == self._ref(args[0])
+            and dim[1] in (2, 3, -1, -2)
+            and not rest
+        )
+
+    def _functional_pool(self, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """F.max_pool2d / F.avg_pool2d with numbers for their window."""
+        import torch.nn.functional as F
+
+        names = ["kernel_size", "stride", "padding"]
+        names += (
+            ["dilation", "ceil_mode"]
+            if node.target is F.max_pool2d
+            else ["ceil_mode", "count_include_pad"]
+        )
+        given = dict(zip(names, args[1:], strict=False)) | dict(kwargs)
+        kernel = given.get("kernel_size")
+        stride = given.get("stride") or kernel
+        values = [_pair(v) for v in (kernel, stride, given.get("padding", 0))]
+        if not all(isinstance(v[0], int) and v[0] == v[1] for v in values):
+            raise self._unsupported(node, "a pool whose window is not a square of fixed size")
+        if _pair(given.get("dilation", 1)) != (1, 1) or given.get("divisor_override"):
+            raise self._unsupported(node, "a pool with dilation or a divisor override")
+        attrs: dict[str, Any] = {
+            "kernel": values[0][0],
+            "stride": values[1][0],
+            "padding": values[2][0],
+            "ceil_mode": bool(given.get("ceil_mode", False)),
+        }
+        if node.target is F.max_pool2d:
+            self._add(node, "maxpool", (args[0],), **attrs)
+        else:
+            include = given.get("count_include_pad", True)
+            self._add(node, "avgpool", (args[0],), **attrs, count_include_pad=bool(include))
 
 
 def _describe(node: Any) -> str:
