@@ -7,6 +7,7 @@ page's own code. Without chromium or Playwright these tests fail: CI installs bo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -114,11 +115,16 @@ def test_page_opens_folded_and_unfolds_a_stage_then_a_block(
     expect(page.locator(f'[data-node="{layer1.blocks[1]}.conv1"]')).to_be_hidden()
 
 
-def _summary_row(name: str) -> list[str]:
-    """`resgraph summary`'s cells for `name`: output, params, MACs, RF, jump, activation."""
+@functools.cache
+def _summary() -> list[str]:
     result = run_cli("summary", str(R50))
     assert result.returncode == 0, result.stderr
-    line = next(line for line in result.stdout.splitlines() if line.split()[0] == name)
+    return result.stdout.splitlines()
+
+
+def _summary_row(name: str) -> list[str]:
+    """`resgraph summary`'s cells for `name`: output, params, MACs, RF, jump, activation."""
+    line = next(line for line in _summary() if line.split()[0] == name)
     cells = line.split()
     return [*cells[2:7], " ".join(cells[7:])]
 

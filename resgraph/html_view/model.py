@@ -131,7 +131,7 @@ def _details(network: Network, graph: nx.DiGraph) -> dict[str, list[str]]:
             "inputs": ", ".join(
                 f"{i} ({fmt(s)})" for i, s in zip(node.inputs, node.in_shapes, strict=True)
             ),
-            "output": fmt(node.shape),
+            "output": fmt(node.shape),  # the input's; summary's cell for every other node
             "role": node.role,
             "block": node.block or "",
             "spec": str(node.loc) if node.loc else "",
@@ -147,27 +147,24 @@ def _box(node: Node, changed: Changed) -> Box:
 
 
 def _block(network: Network, graph: nx.DiGraph, block: Block, changed: Changed) -> BlockBox:
-    nodes = [network.nodes[n] for n in block.nodes]
-    boxes = {role: tuple(_box(n, changed) for n in nodes if n.role in role) for role in _LANES}
+    def boxes(*roles: str) -> tuple[Box, ...]:
+        nodes = (network.nodes[n] for n in block.nodes)
+        return tuple(_box(node, changed) for node in nodes if node.role in roles)
+
     params, macs = node_cost(graph, list(block.nodes))
-    title = f"{block.template.type_name} {block.in_channels} -> {block.out_channels}" + (
-        f", stride {block.stride}" if block.stride != 1 else ""
-    )
+    stride = f", stride {block.stride}" if block.stride != 1 else ""
     return BlockBox(
         block.name,
-        title,
+        f"{block.template.type_name} {block.in_channels} -> {block.out_channels}{stride}",
         block.shortcut.kind,
         _shortcut_text(block),
         f"{params:,}",
         f"{macs:,}",
-        boxes[_LANES[0]],
-        boxes[_LANES[1]],
-        boxes[_LANES[2]],
-        block.name in changed.blocks,
+        branch=boxes("branch", "add"),
+        lane=boxes("shortcut"),
+        post=boxes("post"),
+        changed=block.name in changed.blocks,
     )
-
-
-_LANES = (("branch", "add"), ("shortcut",), ("post",))
 
 
 def _share(part: int, total: int) -> float:
