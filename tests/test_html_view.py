@@ -19,6 +19,7 @@ from conftest import REPO, SPECS, run_cli
 from PIL import Image, ImageStat
 from playwright.sync_api import BrowserContext, expect
 
+from resgraph.html_view.compare import Changed, changes
 from resgraph.html_view.render import script_json
 from resgraph.pipeline import compile_spec
 
@@ -303,3 +304,14 @@ def test_data_block_cannot_end_its_script_element() -> None:
     embedded = str(script_json(hostile))
     assert not set("<>&") & set(embedded)
     assert json.loads(embedded) == hostile
+
+
+def test_compare_marks_only_what_differs() -> None:
+    a = compile_spec("resnet18").network
+    same_a, same_b = changes(a, compile_spec("resnet18").network)
+    assert same_a == same_b == Changed()
+    b = compile_spec("resnet18", ["stages.3.blocks=3"]).network
+    changed_a, changed_b = changes(a, b)
+    assert changed_a == Changed()
+    assert changed_b.blocks == {"layer4.2"}
+    assert changed_b.nodes == set(b.blocks["layer4.2"].nodes)
