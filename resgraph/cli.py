@@ -131,17 +131,28 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    """Print or write the graph as DOT or Mermaid."""
+    """Print or write the graph as DOT, Mermaid or an interactive HTML page."""
     from resgraph.diagram import to_dot, to_mermaid
+
+    compiled = _compile(args, args.spec)
+    if args.format == "html":
+        from resgraph.html_view import graph_page
+
+        text = graph_page(compiled)
+    else:
+        text = to_dot(compiled.graph) if args.format == "dot" else to_mermaid(compiled.graph)
+    _emit(text, args.output)
+    return 0
+
+
+def _emit(text: str, output: str | None) -> None:
+    """Write `text` to the -o file atomically, or to stdout without one."""
     from resgraph.output import write_atomic
 
-    graph = _compile(args, args.spec).graph
-    text = to_dot(graph) if args.format == "dot" else to_mermaid(graph)
-    if args.output is not None:
-        write_atomic(Path(args.output), text)
+    if output is not None:
+        write_atomic(Path(output), text)
     else:
         sys.stdout.write(text)
-    return 0
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -262,8 +273,16 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from resgraph.design import diff_dict, diff_text
     from resgraph.pipeline import compile_spec
 
-    a, b = compile_spec(args.a).graph, compile_spec(args.b).graph
-    print(json.dumps(diff_dict(a, b), indent=2) if args.json else diff_text(a, b))
+    a, b = compile_spec(args.a), compile_spec(args.b)
+    if args.format == "html":
+        from resgraph.html_view import diff_page
+
+        text = diff_page(a, b)
+    elif args.json or args.format == "json":
+        text = json.dumps(diff_dict(a.graph, b.graph), indent=2) + "\n"
+    else:
+        text = diff_text(a.graph, b.graph) + "\n"
+    _emit(text, args.output)
     return 0
 
 
@@ -337,9 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_options(p)
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("graph", help="draw the graph as Graphviz DOT or Mermaid")
+    p = sub.add_parser("graph", help="draw the graph as Graphviz DOT, Mermaid or an HTML page")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--format", choices=["dot", "mermaid"], default="dot")
+    p.add_argument("--format", choices=["dot", "mermaid", "html"], default="dot")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     _spec_options(p)
     p.set_defaults(func=cmd_graph)
@@ -406,7 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help="what changed between two specs, stage by stage")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--json", action="store_true", help="print one JSON object")
+    how.add_argument(
+        "--format",
+        choices=["text", "json", "html"],
+        default="text",
+        help="html: both networks side by side, changed blocks marked",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("sweep", help="params, MACs and shapes over a grid of --set values")

@@ -57,7 +57,8 @@ def _shortcut_text(graph: nx.DiGraph, nodes: list[str], kind: str) -> str:
     return f"projection({'+'.join(ops)})"
 
 
-def _cost(graph: nx.DiGraph, nodes: list[str]) -> tuple[int, int]:
+def node_cost(graph: nx.DiGraph, nodes: list[str]) -> tuple[int, int]:
+    """The parameters and MACs of `nodes` together (a stage, a block)."""
     return (
         sum(graph.nodes[n]["params"] for n in nodes),
         sum(graph.nodes[n]["macs"] for n in nodes),
@@ -91,7 +92,7 @@ def parts(graph: nx.DiGraph) -> list[Part]:
                 or "none",
                 "output": fmt(graph.nodes[stem_out]["shape"]),
             },
-            *_cost(graph, stem),
+            *node_cost(graph, stem),
         )
     ]
     blocks = graph.graph["blocks"]
@@ -113,14 +114,13 @@ def parts(graph: nx.DiGraph) -> list[Part]:
             "shortcut": ", ".join(shortcuts),
             "output": fmt(graph.nodes[outputs[last.name]]["shape"]),
         }
-        result.append(Part(stage, fields, *_cost(graph, nodes)))
+        result.append(Part(stage, fields, *node_cost(graph, nodes)))
     head = by_role.get("head", [])
-    output = graph.nodes[graph.graph["output"]]
     layers = ", ".join(
         _layer_text(graph.nodes[n]["op"], graph.nodes[n]["node"].attrs) for n in head
     )
-    fields = {"layers": layers, "classes": output["attrs"]["out"]}
-    result.append(Part("head", fields, *_cost(graph, head)))
+    fields = {"layers": layers or "none", "classes": graph.graph["network"].classes}
+    result.append(Part("head", fields, *node_cost(graph, head)))
     return result
 
 
@@ -204,17 +204,18 @@ def _cells(old: int | None, new: int | None) -> tuple[str, str, str]:
     )
 
 
-def _brief(part: Part) -> str:
+def brief(part: Part) -> str:
+    """A stage in a few words: 3 x bottleneck, width 64, output 256x56x56."""
     f = part.fields
     return f"{f['blocks']} x {f['block']}, width {f['width']}, output {f['output']}"
 
 
-def _note(d: PartDiff) -> str:
-    """One line on how a part changed; empty if it did not."""
+def note(d: PartDiff) -> str:
+    """One line on how a part changed; empty if it did not (the diff's text and HTML page)."""
     if d.a is None and d.b is not None:
-        return f"added ({_brief(d.b)})"
+        return f"added ({brief(d.b)})"
     if d.b is None and d.a is not None:
-        return f"removed ({_brief(d.a)})"
+        return f"removed ({brief(d.a)})"
     return "; ".join(f"{k} {old} -> {new}" for k, (old, new) in d.changes.items())
 
 
@@ -222,9 +223,9 @@ def diff_text(a: nx.DiGraph, b: nx.DiGraph) -> str:
     """What changed, part by part, then a cost table with per-part and total changes."""
     diffs = diff(a, b)
     out = [f"{a.graph['name']} -> {b.graph['name']}", ""]
-    notes = [(d.name, _note(d)) for d in diffs]
-    out += [f"  {name}: {note}" for name, note in notes if note]
-    if not any(note for _, note in notes):
+    notes = [(d.name, note(d)) for d in diffs]
+    out += [f"  {name}: {text}" for name, text in notes if text]
+    if not any(text for _, text in notes):
         out.append("  same structure")
     out.append("")
 

@@ -91,20 +91,8 @@ def _size(n: int) -> str:
 
 def summary_text(graph: nx.DiGraph, batch: int = 1, dtype: str = "fp32") -> str:
     """An aligned table with totals, for people."""
-    rows = [
-        (
-            r["name"],
-            r["op"],
-            fmt(tuple(r["output_shape"])),
-            f"{r['params']:,}",
-            f"{r['macs']:,}",
-            str(r["receptive_field"]),
-            str(r["jump"]),
-            _size(r["activation_bytes"]),
-        )
-        for r in layer_rows(graph, batch, dtype)
-    ]
-    header = ("name", "op", "output", "params", "MACs", "RF", "jump", "activation")
+    rows = [row_cells(r) for r in layer_rows(graph, batch, dtype)]
+    header = COLUMNS
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
 
     def line(row: tuple[str, ...]) -> str:
@@ -113,23 +101,46 @@ def summary_text(graph: nx.DiGraph, batch: int = 1, dtype: str = "fp32") -> str:
         return "  ".join(left + right).rstrip()
 
     rule = "-" * len(line(header))
-    total = (
-        f"{graph.graph['params']:,} params, {graph.graph['macs']:,} MACs "
-        f"({graph.graph['macs'] / 1e9:.2f} GMACs)"
-    )
-    est = memory(graph.graph["network"], batch, dtype)
     out = [f"{graph.graph['name']}: input {fmt(graph.nodes[INPUT]['shape'])}", line(header), rule]
     out += [line(row) for row in rows]
     out.append(rule)
     for f in feature_rows(graph):
         shape = fmt(tuple(f["shape"]))
         out.append(f"feature {f['name']}: {shape} from {f['node']}, reduction {f['reduction']}")
+    out += totals_lines(graph, batch, dtype)
+    return "\n".join(out)
+
+
+COLUMNS = ("name", "op", "output", "params", "MACs", "RF", "jump", "activation")
+
+
+def row_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """A layer row's cells (COLUMNS) as the table prints them; the HTML page shows the same."""
+    return (
+        row["name"],
+        row["op"],
+        fmt(tuple(row["output_shape"])),
+        f"{row['params']:,}",
+        f"{row['macs']:,}",
+        str(row["receptive_field"]),
+        str(row["jump"]),
+        _size(row["activation_bytes"]),
+    )
+
+
+def totals_lines(graph: nx.DiGraph, batch: int = 1, dtype: str = "fp32") -> list[str]:
+    """The table's closing lines: memory for inference and training, then the totals."""
+    total = (
+        f"{graph.graph['params']:,} params, {graph.graph['macs']:,} MACs "
+        f"({graph.graph['macs'] / 1e9:.2f} GMACs)"
+    )
+    est = memory(graph.graph["network"], batch, dtype)
     at = f"batch {batch}, {dtype} activations"
-    out += [
+    layers = graph.number_of_nodes() - 1  # every op but the input, as the table lists them
+    return [
         f"inference ({at}): {_size(est.inference)} = weights {_size(est.weights)} + peak "
         f"activations {_size(est.peak)}",
         f"training ({at}, SGD): {_size(est.training)} = saved activations {_size(est.saved)} "
         f"+ weights, gradients and momentum {_size(est.weights + 2 * est.params)}",
-        f"total: {total}, {len(graph.graph['blocks'])} blocks, {len(rows)} layers",
+        f"total: {total}, {len(graph.graph['blocks'])} blocks, {layers} layers",
     ]
-    return "\n".join(out)

@@ -56,6 +56,8 @@ def test_wheel_ships_templates_and_block_library(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"resgraph/templates/module.py.jinja", "resgraph/blocks/library.yaml"} <= names
     assert {"resgraph/py.typed", "resgraph/train/recipes/imagenet-paper.yaml"} <= names
+    page = {f"resgraph/templates/{t.name}" for t in (REPO / "templates").glob("*") if t.is_file()}
+    assert {"resgraph/html_view/render.py", "resgraph/templates/html_view.js", *page} <= names
     assert {f"resgraph/specs/{p.name}" for p in SPECS.glob("*.yaml")} <= names
     assert not any(
         name.startswith(("templates/", "specs/", "tests/", "generated/")) for name in names
@@ -152,6 +154,8 @@ from resgraph.cli import main
 assert resgraph.__file__.startswith({str(target)!r}), resgraph.__file__
 assert templates_folder() == Path(resgraph.__file__).parent / "templates", templates_folder()
 assert main(["compile", {str(SPECS / "cifar_resnet20.yaml")!r}, "-o", "net.py"]) == 0
+assert main(["graph", "cifar_resnet20", "--format", "html", "-o", "net.html"]) == 0
+assert 'data-node="layer3.2.conv2"' in Path("net.html").read_text(encoding="utf-8")
 sys.path.insert(0, ".")
 import net
 print(sum(p.numel() for p in net.build_model().parameters()))
