@@ -65,7 +65,9 @@ FUNCTION_CHECKED = {
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_module_imports_to_its_own_graph(name: str) -> None:
     shape = small(name)
-    original = resgraph.compile(name, {"input": dict(zip(("channels", "height", "width"), shape))})
+    original = resgraph.compile(
+        name, {"input": dict(zip(("channels", "height", "width"), shape, strict=True))}
+    )
     module = randomize(original.to_module())
     imported = import_graph(read_module(module, shape, name), name)
     network = imported.network
@@ -108,8 +110,17 @@ def test_a_torchvision_style_module_imports_with_torchvisions_names_and_numbers(
     params, macs, block = TORCHVISION[name]
     spec, weights = tmp_path / f"{name}.yaml", tmp_path / f"{name}.pt"
     status = subprocess.run(
-        [sys.executable, "-m", "resgraph", "import", f"tests.torchvision_style:{name}"]
-        + ["-o", str(spec), "--weights-out", str(weights)],
+        [
+            sys.executable,
+            "-m",
+            "resgraph",
+            "import",
+            f"tests.torchvision_style:{name}",
+            "-o",
+            str(spec),
+            "--weights-out",
+            str(weights),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
