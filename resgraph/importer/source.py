@@ -78,6 +78,8 @@ class SourceGraph:
     input: tuple[int, int, int]
     ops: list[SourceOp]
     has_weights: bool
+    # what the reader left out or changed on the way, for the user (a dropped final Softmax)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check(self)
@@ -161,12 +163,20 @@ def shapes(graph: SourceGraph) -> dict[str, tuple[int, ...]]:
     """Each op's output shape without its batch dimension, by PyTorch's size rules."""
     out: dict[str, tuple[int, ...]] = {INPUT: graph.input}
     for op in graph.ops:
-        inputs = [out[name] for name in op.inputs]
-        problem, shape = _shape(op, inputs)
+        problem, shape = _shape(op, [out[name] for name in op.inputs])
         if problem:
             raise ImportFailure(f"{graph.origin}: {op.describe()}: {problem}")
         out[op.name] = shape
     return out
+
+
+def op_shape(op: SourceOp, inputs: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """One op's output shape from its inputs' (no batch dimension): for a reader whose
+    lowering depends on a size (a pool's rounding, a flatten computed from a shape)."""
+    problem, shape = _shape(op, inputs)
+    if problem:
+        raise ImportFailure(f"{op.describe()}: does not fit its input: {problem}")
+    return shape
 
 
 def _window(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil: bool) -> int:
