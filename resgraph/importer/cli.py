@@ -97,6 +97,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     _write(args, imported)
+    for note in graph.notes:
+        print(f"{args.source}: {note}", file=sys.stderr)
     network = imported.network
     print(
         f"{args.source}: {network.name}, {len(network.stages)} stages, "
