@@ -78,6 +78,8 @@ class SourceGraph:
     input: tuple[int, int, int]
     ops: list[SourceOp]
     has_weights: bool
+    # what the reader left out or changed on the way, for the user (a dropped final Softmax)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check(self)
