@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from resgraph.errors import Location, SpecError, printable
 from resgraph.importer.source import ImportFailure
@@ -20,7 +21,7 @@ from resgraph.load import read_text_bounded
 
 MAX_PROTOTXT_BYTES = 1 << 22  # 4 MiB; the paper's ResNet-152 deploy prototxt is ~130 KB
 MAX_DEPTH = 32  # Caffe nests 3 deep (layer > convolution_param > weight_filler)
-MAX_FIELDS = 200_000  # ResNet-152's deploy prototxt has ~5,000
+MAX_FIELDS = 100_000  # the paper's ResNet-152 deploy prototxt has ~4,000
 _INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
 
 
@@ -37,13 +38,18 @@ class Identifier:
 Scalar = str | int | float | bool | Identifier
 
 
-@dataclass(frozen=True)
-class Field:
-    """One `name: value` or `name { ... }`, where its name is written."""
+class Field(NamedTuple):
+    """One `name: value` or `name { ... }`, and where it is written (a tuple: files hold many)."""
 
     name: str
     value: Scalar | Message
-    where: Location
+    file: str
+    line: int
+    column: int
+
+    @property
+    def where(self) -> Location:
+        return Location(self.file, self.line, self.column)
 
 
 @dataclass(frozen=True)
@@ -109,11 +115,16 @@ _CLOSE = {"{": "}", "<": ">"}
 _NON_FINITE = {"inf": float("inf"), "infinity": float("inf"), "nan": float("nan")}
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):
     kind: str  # ident, number, string, punct, end
     text: str
-    where: Location
+    file: str
+    line: int
+    column: int
+
+    @property
+    def where(self) -> Location:
+        return Location(self.file, self.line, self.column)
 
     def shown(self) -> str:
         if self.kind == "end":
@@ -136,10 +147,10 @@ class _Parser:
         """Tokens with their places; whitespace and `#` comments dropped."""
         pos, line, line_start = 0, 1, 0
         while pos < len(text):
-            where = Location(self.file, line, pos - line_start + 1)
             match = _TOKEN.match(text, pos)
             if match is None:
                 char = text[pos]
+                where = Location(self.file, line, pos - line_start + 1)
                 if char in "\"'":
                     raise failure(where, "a string is not closed on its line")
                 raise failure(where, f"unexpected character {printable(repr(char))}")
@@ -155,13 +166,16 @@ class _Parser:
                     and end < len(text)
                     and (text[end].isalnum() or text[end] in "_.")
                 ):
-                    raise failure(where, f"malformed number {printable(text[pos : end + 1])!r}")
-                yield _Token(kind, match.group(), where)
+                    raise failure(
+                        Location(self.file, line, pos - line_start + 1),
+                        f"malformed number {printable(text[pos : end + 1])!r}",
+                    )
+                yield _Token(kind, match.group(), self.file, line, pos - line_start + 1)
             pos = end
-        yield _Token("end", "", Location(self.file, line, pos - line_start + 1))
+        yield _Token("end", "", self.file, line, pos - line_start + 1)
 
     def advance(self) -> _Token:
-        token, self.token = self.token, next(self.tokens)
+        token, self.token = self.token, next(self.tokens, self.token)  # the end repeats
         return token
 
     def accept(self, text: str) -> bool:
@@ -187,7 +201,8 @@ class _Parser:
                     return tuple(out)
                 raise failure(
                     token.where,
-                    f"the file ends inside '{owner}' (opened at {opened}); '{close}' is missing",
+                    f"the file ends inside '{owner}' (opened at {opened.line}:{opened.column}); "
+                    f"'{close}' is missing",
                 )
             if token.kind == "punct" and token.text == close:
                 self.advance()
@@ -205,17 +220,17 @@ class _Parser:
         """The value(s) after a field name: a scalar, a message, or a `[...]` list of either."""
         colon = self.accept(":")
         if self.token.kind == "punct" and self.token.text in _CLOSE:
-            out.append(self.counted(name.text, self.message(name.text, depth), name.where))
+            out.append(self.counted(name.text, self.message(name.text, depth), name))
         elif self.accept("["):
             if self.accept("]"):
                 return
             while True:
-                where = self.token.where
+                at = self.token
                 if self.token.kind == "punct" and self.token.text in _CLOSE:
                     value: Scalar | Message = self.message(name.text, depth)
                 else:
                     value = self.scalar(name.text)
-                out.append(self.counted(name.text, value, where))
+                out.append(self.counted(name.text, value, at))
                 if self.accept("]"):
                     return
                 if not self.accept(","):
@@ -225,20 +240,21 @@ class _Parser:
                         f"not {self.token.shown()}",
                     )
         elif colon:
-            out.append(self.counted(name.text, self.scalar(name.text), name.where))
+            out.append(self.counted(name.text, self.scalar(name.text), name))
         else:
             raise failure(
                 self.token.where,
                 f"expected ':' or '{{' after '{name.text}', not {self.token.shown()}",
             )
 
-    def counted(self, name: str, value: Scalar | Message, where: Location) -> Field:
+    def counted(self, name: str, value: Scalar | Message, at: _Token) -> Field:
         self.count += 1
         if self.count > MAX_FIELDS:
             raise failure(
-                where, f"more than {MAX_FIELDS:,} fields; a prototxt is limited to {MAX_FIELDS:,}"
+                at.where,
+                f"more than {MAX_FIELDS:,} fields; a prototxt is limited to {MAX_FIELDS:,}",
             )
-        return Field(name, value, where)
+        return Field(name, value, at.file, at.line, at.column)
 
     def message(self, owner: str, depth: int) -> Message:
         opening = self.advance()
@@ -274,6 +290,8 @@ class _Parser:
 
 def _number(text: str, where: Location) -> int | float:
     """An integer (decimal, 0x hex, 0 octal) within 64 bits, or a float."""
+    if text.isdigit() and (text[0] != "0" or text == "0") and len(text) < 19:
+        return int(text)  # the common case, fast: plain decimal within int64
     sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text)
     if digits[:2] in ("0x", "0X"):
         value = int(digits, 16) if len(digits) <= 18 else _UINT64_MAX + 1
