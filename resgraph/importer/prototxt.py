@@ -19,9 +19,9 @@ from resgraph.errors import Location, SpecError, printable
 from resgraph.importer.source import ImportFailure
 from resgraph.load import read_text_bounded
 
-MAX_PROTOTXT_BYTES = 1 << 22  # 4 MiB; the paper's ResNet-152 deploy prototxt is ~130 KB
+MAX_PROTOTXT_BYTES = 1 << 22  # 4 MiB; the paper's ResNet-152 deploy prototxt is ~100 KB
 MAX_DEPTH = 32  # Caffe nests 3 deep (layer > convolution_param > weight_filler)
-MAX_FIELDS = 100_000  # the paper's ResNet-152 deploy prototxt has ~4,000
+MAX_FIELDS = 100_000  # the paper's ResNet-152 deploy prototxt has ~5,000
 _INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
 
 
