@@ -510,6 +510,41 @@ REFUSALS = [
         "the net mixes layer { } and legacy layers { } blocks; Caffe refuses that too",
         id="layer-and-layers",
     ),
+    pytest.param(
+        HEAD + CONV + layer("b", "BatchNorm", ["c"], "c"),
+        'layer { name: "b"',
+        "layer 'b' (BatchNorm): not followed by a Scale (bias_term: true) on its top; "
+        "resgraph's bn has an affine transform, and a lone BatchNorm has none",
+        id="batchnorm-last",
+    ),
+    pytest.param(
+        HEAD + conv("input", "data"),
+        'layer { name: "input"',
+        "layer 'input' (Convolution): 'input' names the network's input in resgraph; rename "
+        "the layer",
+        id="layer-named-input",
+    ),
+    pytest.param(
+        HEAD
+        + CONV
+        + conv("d", "data")
+        + layer("e", "Eltwise", ["c", "d"], "e", "eltwise_param { coeff: 1 } "),
+        "coeff",
+        "layer 'e' (Eltwise): 1 coeff for 2 bottoms; Caffe takes one per bottom",
+        id="coeff-count",
+    ),
+    pytest.param(
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 axis: 0 }\n' + CONV,
+        "input_shape",
+        "input_shape must be { dim: ... }",
+        id="input-shape-fields",
+    ),
+    pytest.param(
+        HEAD + 'layer { name: "x" bottom: "data" top: "x" }\n',
+        "layer",
+        "layer 'x': needs a type",
+        id="layer-without-type",
+    ),
 ]
 
 

@@ -106,6 +106,14 @@ def _real(field: Field, context: str) -> float:
     return float(value)
 
 
+def _shape(field: Field, context: str) -> tuple[int, int, int]:
+    """A BlobShape message `{ dim: N dim: C dim: H dim: W }` as C, H, W."""
+    shape = field.value
+    if not isinstance(shape, Message) or {f.name for f in shape.fields} - {"dim"}:
+        raise failure(field.where, f"{context}{field.name} must be {{ dim: ... }}")
+    return _dims(shape.all("dim"), field.where, context)
+
+
 def _dims(fields: list[Field], where: Location, context: str) -> tuple[int, int, int]:
     """An input's N x C x H x W; resgraph keeps C, H, W."""
     if len(fields) != 4:
@@ -150,7 +158,8 @@ class _Layer:
                 raise self.fail(f"unknown field '{item.name}'", item.where)
 
     def describe(self) -> str:
-        return f"layer '{printable(self.name)}' ({printable(self.type)})"
+        kind = f" ({printable(self.type)})" if self.type else ""
+        return f"layer '{printable(self.name)}'{kind}"
 
     def fail(self, message: str, where: Location | None = None) -> ImportFailure:
         return failure(where or self.where, f"{self.describe()}: {message}")
@@ -288,7 +297,6 @@ class _Lowering:
     def __init__(self, net: Message, origin: str) -> None:
         self.net, self.origin = net, origin
         self.ops: list[SourceOp] = []
-        self.places: dict[str, Location] = {}
         self.blobs: dict[str, _Blob] = {}
         self.hidden: dict[str, str] = {}  # blobs no layer may read, and why
         self.read: set[str] = set()  # ops read by a layer that has no op (Silence)
@@ -303,7 +311,7 @@ class _Lowering:
             if item.name not in _NET_FIELDS:
                 raise failure(item.where, f"unknown field '{item.name}' in the net")
         layers = self.layers()
-        self.taken = {layer.name for layer in layers}
+        self.taken = {INPUT} | {layer.name for layer in layers}
         self.declared_input(layers)
         seen: set[str] = set()
         for layer in layers:
@@ -361,10 +369,7 @@ class _Lowering:
         if len(shapes) > 1:
             raise failure(shapes[1].where, "a second input_shape; resgraph networks have one input")
         if shapes:
-            shape = shapes[0].value
-            if not isinstance(shape, Message):
-                raise failure(shapes[0].where, "input_shape must be a { dim: ... } message")
-            self.input = _dims(shape.all("dim"), shapes[0].where, "")
+            self.input = _shape(shapes[0], "")
         elif dims:
             self.input = _dims(dims, dims[0].where, "")
         else:
@@ -409,6 +414,8 @@ class _Lowering:
     ) -> _Blob:
         """Append an op and return its output. The op is the layer's, named and moduled after
         it, unless `name` is given: an op Caffe has no layer of its own for, with no module."""
+        if name is None and layer.name == INPUT:
+            raise layer.fail(f"'{INPUT}' names the network's input in resgraph; rename the layer")
         op = SourceOp(
             name=name or layer.name,
             kind=kind,
@@ -418,7 +425,6 @@ class _Lowering:
             module=layer.name if name is None else None,
         )
         self.ops.append(op)
-        self.places[op.name] = layer.where
         return _Blob(op.name, shape)
 
     def write(self, top: str, blob: _Blob) -> None:
@@ -469,10 +475,7 @@ def _input(self: _Lowering, layer: _Layer) -> None:
     if len(shapes) != 1:
         where = shapes[1].where if shapes else param.where
         raise layer.fail("needs input_param { shape { dim: ... } }, one shape", where)
-    shape = shapes[0].value
-    if not isinstance(shape, Message) or {f.name for f in shape.fields} - {"dim"}:
-        raise layer.fail("input_param's shape must be { dim: ... }", shapes[0].where)
-    self.input = _dims(shape.all("dim"), shapes[0].where, f"{layer.describe()}: ")
+    self.input = _shape(shapes[0], f"{layer.describe()}: ")
     self.write(tops[0], _Blob(INPUT, self.input))
 
 
@@ -648,7 +651,13 @@ def _eltwise(self: _Lowering, layer: _Layer) -> None:
     first, second = (self.blob(layer, bottom) for bottom in bottoms)
     param = layer.param("eltwise_param", frozenset({"operation", "coeff", "stable_prod_grad"}))
     operation = layer.choice(param, "operation", ("PROD", "SUM", "MAX"), "SUM")
-    for coeff in param.all("coeff"):
+    coeffs = param.all("coeff")
+    if coeffs and len(coeffs) != len(bottoms):
+        raise layer.fail(
+            f"{len(coeffs)} coeff for {len(bottoms)} bottoms; Caffe takes one per bottom",
+            coeffs[0].where,
+        )
+    for coeff in coeffs:
         value = _real(coeff, f"{layer.describe()}: ")
         if operation != "SUM" or value != 1:
             raise layer.fail(
