@@ -576,3 +576,15 @@ def test_whole_net_refusals_name_the_file(tmp_path: Path, text: str, message: st
     with pytest.raises(ImportFailure) as caught:
         read(tmp_path, text)
     assert str(caught.value) == f"{tmp_path / 'net.prototxt'}: {message}"
+
+
+def test_names_from_the_file_are_clipped(tmp_path: Path) -> None:
+    name, kind = "n\\n" * 10_000, "T" * 10_000
+    text = HEAD + layer(name, kind, ["data"], "x")
+    with pytest.raises(ImportFailure) as caught:
+        read(tmp_path, text)
+    shown = "n\\n" * 32 + "..."  # 64 characters of the name, then escaped to one line
+    assert str(caught.value) == (
+        f"{tmp_path / 'net.prototxt'}:3:1: layer '{shown}' ({'T' * 64}...): resgraph has no op "
+        f"for {'T' * 64}..."
+    )

@@ -211,3 +211,11 @@ def test_a_file_reads_as_its_text_parses(tmp_path: Path) -> None:
     assert plain(message) == [("name", "n"), ("layer", [("name", "a")])]
     layer = message.one("layer")
     assert layer is not None and str(layer.where) == f"{path}:2:1"
+
+
+def test_names_in_messages_are_clipped() -> None:
+    name = "n" * 100_000
+    assert (
+        refusal(f"{name} 1")
+        == f"net.prototxt:1:100002: expected ':' or '{{' after '{'n' * 64}...', not '1'"
+    )

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from resgraph.errors import Location, printable
+from resgraph.errors import Location
 from resgraph.importer import prototxt
-from resgraph.importer.prototxt import Field, Identifier, Message, failure
+from resgraph.importer.prototxt import Field, Identifier, Message, clip, failure
 from resgraph.importer.source import INPUT, ImportFailure, SourceGraph, SourceOp
 from resgraph.language import MAX_SIZE
 
@@ -74,7 +74,7 @@ def _shown(value: object) -> str:
     if isinstance(value, Identifier):
         return value.name
     if isinstance(value, str):
-        return printable(repr(value[:40]))
+        return clip(repr(value[:40]), 44)
     return repr(value)
 
 
@@ -155,11 +155,11 @@ class _Layer:
                     item.where,
                 )
             if item.name not in _LAYER_FIELDS and not item.name.endswith("_param"):
-                raise self.fail(f"unknown field '{item.name}'", item.where)
+                raise self.fail(f"unknown field '{clip(item.name)}'", item.where)
 
     def describe(self) -> str:
-        kind = f" ({printable(self.type)})" if self.type else ""
-        return f"layer '{printable(self.name)}'{kind}"
+        kind = f" ({clip(self.type)})" if self.type else ""
+        return f"layer '{clip(self.name)}'{kind}"
 
     def fail(self, message: str, where: Location | None = None) -> ImportFailure:
         return failure(where or self.where, f"{self.describe()}: {message}")
@@ -189,7 +189,9 @@ class _Layer:
             if item.name not in allowed:
                 close = difflib.get_close_matches(item.name, sorted(allowed), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.fail(f"resgraph does not read {name}.{item.name}{hint}", item.where)
+                raise self.fail(
+                    f"resgraph does not read {name}.{clip(item.name)}{hint}", item.where
+                )
         return found.value
 
     def integer(self, msg: Message, name: str, default: int | None, low: int = 1) -> int:
@@ -309,7 +311,7 @@ class _Lowering:
     def graph(self) -> SourceGraph:
         for item in self.net.fields:
             if item.name not in _NET_FIELDS:
-                raise failure(item.where, f"unknown field '{item.name}' in the net")
+                raise failure(item.where, f"unknown field '{clip(item.name)}' in the net")
         layers = self.layers()
         self.taken = {INPUT} | {layer.name for layer in layers}
         self.declared_input(layers)
@@ -322,7 +324,7 @@ class _Lowering:
             seen.add(layer.name)
             lower_layer = _LOWER.get(layer.type)
             if lower_layer is None:
-                raise layer.fail(f"resgraph has no op for {printable(layer.type)}")
+                raise layer.fail(f"resgraph has no op for {clip(layer.type)}")
             lower_layer(self, layer)
         if self.pending:
             raise self.lone_batch_norm(self.pending)
@@ -375,7 +377,7 @@ class _Lowering:
         else:
             raise failure(
                 declared[0].where,
-                f"input '{printable(name)}' has no shape; give input_shape {{ dim: ... }} "
+                f"input '{clip(name)}' has no shape; give input_shape {{ dim: ... }} "
                 "or four input_dim",
             )
         self.blobs[name] = _Blob(INPUT, self.input)
@@ -384,10 +386,10 @@ class _Lowering:
         """What a bottom reads: the latest producer of that blob."""
         name = _string(bottom, f"{layer.describe()}: ")
         if name in self.hidden:
-            raise layer.fail(f"bottom '{printable(name)}' {self.hidden[name]}", bottom.where)
+            raise layer.fail(f"bottom '{clip(name)}' {self.hidden[name]}", bottom.where)
         if name not in self.blobs:
             raise layer.fail(
-                f"bottom '{printable(name)}' names no blob (no input or earlier layer writes it)",
+                f"bottom '{clip(name)}' names no blob (no input or earlier layer writes it)",
                 bottom.where,
             )
         return self.blobs[name]

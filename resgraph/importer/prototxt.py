@@ -76,6 +76,11 @@ class Message:
         return default if found is None else found.value
 
 
+def clip(text: str, limit: int = 64) -> str:
+    """A name from the file as a message shows it: one line, at most `limit` characters."""
+    return printable(text if len(text) <= limit else text[:limit] + "...")
+
+
 def failure(where: Location, message: str) -> ImportFailure:
     """The one-line error every prototxt problem becomes: `file:line:col: message`."""
     return ImportFailure(f"{where}: {message}")
@@ -131,7 +136,7 @@ class _Token(NamedTuple):
             return "the end of the file"
         if self.kind == "string":
             return "a string"
-        return f"'{printable(self.text[:40])}'"
+        return f"'{clip(self.text, 40)}'"
 
 
 class _Parser:
@@ -168,7 +173,7 @@ class _Parser:
                 ):
                     raise failure(
                         Location(self.file, line, pos - line_start + 1),
-                        f"malformed number {printable(text[pos : end + 1])!r}",
+                        f"malformed number '{clip(text[pos : end + 1], 40)}'",
                     )
                 yield _Token(kind, match.group(), self.file, line, pos - line_start + 1)
             pos = end
@@ -201,8 +206,8 @@ class _Parser:
                     return tuple(out)
                 raise failure(
                     token.where,
-                    f"the file ends inside '{owner}' (opened at {opened.line}:{opened.column}); "
-                    f"'{close}' is missing",
+                    f"the file ends inside '{clip(owner)}' (opened at "
+                    f"{opened.line}:{opened.column}); '{close}' is missing",
                 )
             if token.kind == "punct" and token.text == close:
                 self.advance()
@@ -236,7 +241,7 @@ class _Parser:
                 if not self.accept(","):
                     raise failure(
                         self.token.where,
-                        f"expected ',' or ']' in the list of '{name.text}', "
+                        f"expected ',' or ']' in the list of '{clip(name.text)}', "
                         f"not {self.token.shown()}",
                     )
         elif colon:
@@ -244,7 +249,7 @@ class _Parser:
         else:
             raise failure(
                 self.token.where,
-                f"expected ':' or '{{' after '{name.text}', not {self.token.shown()}",
+                f"expected ':' or '{{' after '{clip(name.text)}', not {self.token.shown()}",
             )
 
     def counted(self, name: str, value: Scalar | Message, at: _Token) -> Field:
@@ -285,7 +290,7 @@ class _Parser:
             if value.kind == "ident" and value.text.lower() in _NON_FINITE:
                 return -_NON_FINITE[value.text.lower()]
             raise failure(value.where, f"expected a number after '-', not {value.shown()}")
-        raise failure(token.where, f"expected a value for '{owner}', not {token.shown()}")
+        raise failure(token.where, f"expected a value for '{clip(owner)}', not {token.shown()}")
 
 
 def _number(text: str, where: Location) -> int | float:
