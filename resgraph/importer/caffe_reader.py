@@ -350,9 +350,9 @@ class _Lowering:
         """The net-level `input:` (legacy) with `input_dim` x4 or `input_shape`; at most one
         input in all, counting Input layers."""
         declared = self.net.all("input")
-        sources = declared + [layer for layer in layers if layer.type == "Input"]
+        sources = [f.where for f in declared] + [x.where for x in layers if x.type == "Input"]
         if len(sources) > 1:
-            raise failure(sources[1].where, "a second input; resgraph networks have one input")
+            raise failure(sources[1], "a second input; resgraph networks have one input")
         dims, shapes = self.net.all("input_dim"), self.net.all("input_shape")
         if not declared:
             if dims or shapes:
