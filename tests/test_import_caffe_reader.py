@@ -545,6 +545,13 @@ REFUSALS = [
         "layer 'x': needs a type",
         id="layer-without-type",
     ),
+    pytest.param(
+        HEAD + CONV + conv("d", "data"),
+        'layer { name: "c"',
+        "the net's outputs are 'c' (Convolution), 'd' (Convolution); resgraph networks have "
+        "one output, the last op",
+        id="two-outputs",
+    ),
 ]
 
 
@@ -566,9 +573,8 @@ def test_each_refusal_is_one_line_at_the_layer_or_field(
             "layer",
         ),
         (
-            HEAD + CONV + conv("d", "data"),
-            "the net's outputs are 'c' (Convolution), 'd' (Convolution); resgraph networks have "
-            "one output, the last op",
+            HEAD + layer("d", "Dropout", ["data"], "d"),
+            "the net has no layer that resgraph computes",
         ),
     ],
 )

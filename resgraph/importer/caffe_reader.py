@@ -299,6 +299,7 @@ class _Lowering:
     def __init__(self, net: Message, origin: str) -> None:
         self.net, self.origin = net, origin
         self.ops: list[SourceOp] = []
+        self.places: dict[str, Location] = {}  # each op's layer, for messages
         self.blobs: dict[str, _Blob] = {}
         self.hidden: dict[str, str] = {}  # blobs no layer may read, and why
         self.read: set[str] = set()  # ops read by a layer that has no op (Silence)
@@ -427,6 +428,7 @@ class _Lowering:
             module=layer.name if name is None else None,
         )
         self.ops.append(op)
+        self.places[op.name] = layer.where
         return _Blob(op.name, shape)
 
     def write(self, top: str, blob: _Blob) -> None:
@@ -464,8 +466,9 @@ class _Lowering:
         outputs = [op for op in self.ops if op.name not in read]
         if outputs != [last]:
             listed = ", ".join(op.describe() for op in outputs) or "none"
+            extra = [op for op in outputs if op is not last]
             raise failure(
-                Location(self.origin),
+                self.places[extra[0].name] if extra else Location(self.origin),
                 f"the net's outputs are {listed}; resgraph networks have one output, the last op",
             )
 
