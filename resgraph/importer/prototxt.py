@@ -105,16 +105,17 @@ _TOKEN = re.compile(
     |(?P<ident>[A-Za-z_][A-Za-z0-9_]*)
     |(?P<number>(?:0[xX][0-9A-Fa-f]+|[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?
                  |\.[0-9]+(?:[eE][+-]?[0-9]+)?)[fF]?)
-    |(?P<string>"(?:[^"\\\n]|\\[^\n])*"|'(?:[^'\\\n]|\\[^\n])*')
+    |(?P<string>"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*"|'[^'\\\n]*(?:\\[^\n][^'\\\n]*)*')
     |(?P<punct>[{}<>\[\]:;,\-])""",
     re.VERBOSE,
 )
-_ESCAPE = re.compile(
-    r"\\(?:([0-7]{1,3})|[xX]([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))"
+_ESCAPE = re.compile(  # on the literal's UTF-8 bytes: an escape may give one byte
+    rb"\\(?:([0-7]{1,3})|[xX]([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))",
+    re.DOTALL,
 )
 _SIMPLE_ESCAPES = {
-    "n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "f": b"\f", "v": b"\v",
-    "\\": b"\\", "'": b"'", '"': b'"', "?": b"?",
+    b"n": b"\n", b"t": b"\t", b"r": b"\r", b"a": b"\a", b"b": b"\b", b"f": b"\f",
+    b"v": b"\v", b"\\": b"\\", b"'": b"'", b'"': b'"', b"?": b"?",
 }  # fmt: skip
 _CLOSE = {"{": "}", "<": ">"}
 _NON_FINITE = {"inf": float("inf"), "infinity": float("inf"), "nan": float("nan")}
@@ -321,30 +322,27 @@ def _unquote(token: _Token) -> str:
     body = token.text[1:-1]
     if "\\" not in body:
         return body
-    out = bytearray()
-    pos = 0
-    for match in _ESCAPE.finditer(body):
-        out += body[pos : match.start()].encode("utf-8")
+
+    def replace(match: re.Match[bytes]) -> bytes:
         octal, hexa, short, long, char = match.groups()
+        simple = _SIMPLE_ESCAPES.get(char or b"")
+        if simple is not None:
+            return simple
+        shown = match.group().decode("utf-8", "replace")
         if octal is not None:
-            code = int(octal, 8)
-            if code > 0xFF:
-                raise failure(token.where, f"the escape \\{octal} is more than one byte")
-            out.append(code)
-        elif hexa is not None:
-            out.append(int(hexa, 16))
-        elif short is not None or long is not None:
+            if int(octal, 8) > 0xFF:
+                raise failure(token.where, f"the escape {shown} is more than one byte")
+            return bytes((int(octal, 8),))
+        if hexa is not None:
+            return bytes((int(hexa, 16),))
+        if short is not None or long is not None:
             code = int(short or long, 16)
             if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
-                raise failure(token.where, f"the escape {match.group()} is not a Unicode character")
-            out += chr(code).encode("utf-8")
-        elif char in _SIMPLE_ESCAPES:
-            out += _SIMPLE_ESCAPES[char]
-        else:
-            raise failure(token.where, f"unknown escape {printable(match.group())!r} in a string")
-        pos = match.end()
-    out += body[pos:].encode("utf-8")
+                raise failure(token.where, f"the escape {shown} is not a Unicode character")
+            return chr(code).encode("utf-8")
+        raise failure(token.where, f"unknown escape {printable(shown)!r} in a string")
+
     try:
-        return out.decode("utf-8")
+        return _ESCAPE.sub(replace, body.encode("utf-8")).decode("utf-8")
     except UnicodeDecodeError:
         raise failure(token.where, "the string's escapes do not give UTF-8 text") from None
