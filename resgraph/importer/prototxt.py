@@ -2,8 +2,8 @@
 
 The syntax needs no message definitions: a message is an ordered list of fields, each a
 scalar or a nested message, and what a field means is the reader's business
-(`caffe_reader`). Every value keeps its line and column, so the reader's refusals point at
-the field. A hostile file is bounded three ways (bytes read, nesting, count of fields) and
+(`caffe_reader`). Every field keeps its line and column, so the reader's refusals point at
+it. A hostile file is bounded three ways (bytes read, nesting, count of fields) and
 refused with one located line, never a hang or a RecursionError.
 """
 
@@ -101,7 +101,7 @@ def parse(text: str, file: str) -> Message:
 
 
 _TOKEN = re.compile(
-    r"""(?P<space>(?:[ \t\r\n\f\v]|\#[^\n]*)+)
+    r"""(?P<space>(?:[ \t\r\n\f\v]+|\#[^\n]*)+)
     |(?P<ident>[A-Za-z_][A-Za-z0-9_]*)
     |(?P<number>(?:0[xX][0-9A-Fa-f]+|[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?
                  |\.[0-9]+(?:[eE][+-]?[0-9]+)?)[fF]?)
