@@ -587,7 +587,7 @@ def _pooling(self: _Lowering, layer: _Layer) -> None:
     param = layer.param("pooling_param", fields)
     method = layer.choice(param, "pool", ("MAX", "AVE", "STOCHASTIC"), "MAX")
     if method == "STOCHASTIC":
-        raise layer.fail("resgraph has no op for stochastic pooling", param.where)
+        raise layer.fail("resgraph has no op for stochastic pooling", layer.place(param, "pool"))
     if layer.flag(param, "global_pooling", False):
         _global_pooling(self, layer, param, method, source, top)
         return
@@ -678,8 +678,10 @@ def _eltwise(self: _Lowering, layer: _Layer) -> None:
 
 def _inner_product(self: _Lowering, layer: _Layer) -> None:
     source, top = self.source(layer)
-    fields = frozenset({"num_output", "bias_term", "weight_filler", "bias_filler", "axis"})
-    param = layer.param("inner_product_param", fields | {"transpose"})
+    fields = frozenset(
+        {"num_output", "bias_term", "weight_filler", "bias_filler", "axis", "transpose"}
+    )
+    param = layer.param("inner_product_param", fields)
     out = layer.integer(param, "num_output", None)
     bias = layer.flag(param, "bias_term", True)
     layer.fixed(param, "axis", 1)
