@@ -159,22 +159,28 @@ def run(graph: SourceGraph, x: Any) -> Any:
 
 def shapes(graph: SourceGraph) -> dict[str, tuple[int, ...]]:
     """Each op's output shape without its batch dimension, computed on the meta device."""
+    out: dict[str, tuple[int, ...]] = {INPUT: graph.input}
+    for op in graph.ops:
+        out[op.name] = op_shape(op, [out[name] for name in op.inputs])
+    return out
+
+
+def op_shape(op: SourceOp, inputs: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """One op's output shape from its inputs' (no batch dimension), on the meta device.
+
+    `shapes` for a whole graph; a reader calls it while it lowers, where a size decides the
+    lowering (a pool's rounding, a flatten computed from the input's shape).
+    """
     import torch
 
-    out: dict[str, tuple[int, ...]] = {INPUT: graph.input}
-    values: dict[str, torch.Tensor] = {INPUT: torch.empty((1, *graph.input), device="meta")}
-    for op in graph.ops:
-        tensors = {
-            key: torch.empty(shape, device="meta") for key, shape in weight_shapes(op).items()
-        }
-        try:
-            value = _EXECUTE[op.kind](op.attrs, tensors, *(values[n] for n in op.inputs))
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ImportFailure(f"{op.describe()}: does not fit its input: {first}") from None
-        values[op.name] = value
-        out[op.name] = tuple(value.shape[1:])
-    return out
+    tensors = {key: torch.empty(shape, device="meta") for key, shape in weight_shapes(op).items()}
+    args = [torch.empty((1, *shape), device="meta") for shape in inputs]
+    try:
+        value = _EXECUTE[op.kind](op.attrs, tensors, *args)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImportFailure(f"{op.describe()}: does not fit its input: {first}") from None
+    return tuple(value.shape[1:])
 
 
 def _conv(a: dict[str, Any], w: dict[str, Any], x: Any) -> Any:
