@@ -10,6 +10,7 @@ resgraph equivalent is one line naming the node and its op type.
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from collections import Counter
@@ -40,6 +41,8 @@ TORCH_NAMES = ("weight", "bias", "running_mean", "running_var")
 DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*")  # a module path: layer1.0.conv1
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
 NO_AUTO_PAD = ("NOTSET", "VALID")
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+MAX_SCOPES_CHARS = 4096
 
 
 def read_onnx(path: Path, limit: int = MAX_ONNX_BYTES) -> SourceGraph:
@@ -294,8 +297,9 @@ class _Reader:
         return name
 
     def _module(self, node: onnx.NodeProto, weight: str | None) -> str | None:
-        """The module path the names suggest: a weight's prefix, resgraph's node name, or the
-        scope torch.onnx.export's TorchScript path writes into node names (/layer1/...)."""
+        """The module path the names suggest: a weight's prefix, resgraph's node name, the
+        scope torch.onnx.export's TorchScript path writes into node names (/layer1/...), or
+        the one its dynamo path writes into node metadata."""
         if weight:
             prefix, _, suffix = weight.rpartition(".")
             if suffix in TORCH_NAMES and DOTTED.fullmatch(prefix):
@@ -305,7 +309,7 @@ class _Reader:
             return head if DOTTED.fullmatch(head) else None
         if node.name.startswith("/"):
             return _scope(node.name)
-        return None
+        return _name_scopes(node)
 
     def square(self, node: onnx.NodeProto, what: str, values: Any) -> int:
         values = [int(v) for v in values]
@@ -343,6 +347,23 @@ def _scope(name: str) -> str | None:
             path.append(part)
     module = ".".join(path)
     return module if DOTTED.fullmatch(module) else None
+
+
+def _name_scopes(node: onnx.NodeProto) -> str | None:
+    """The module torch.onnx.export's dynamo path records in a node's metadata.
+
+    `pkg.torch.onnx.name_scopes` lists the module paths from the root down, then the fx
+    node: `['', 'layer1', 'layer1.0', 'layer1.0.relu1', 'relu_1']`.
+    """
+    for prop in node.metadata_props:
+        if prop.key == NAME_SCOPES and len(prop.value) <= MAX_SCOPES_CHARS:
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return None
+            if isinstance(scopes, list) and len(scopes) >= 2 and isinstance(scopes[-2], str):
+                return scopes[-2] if DOTTED.fullmatch(scopes[-2]) else None
+    return None
 
 
 # -- the lowerings, one per ONNX op type ----------------------------------------------
@@ -537,7 +558,7 @@ def _add(r: _Reader, node: onnx.NodeProto) -> None:
     ):
         raise r.fail(node, "adds a constant; resgraph adds one only as a linear's bias")
     op.attrs["bias"] = True
-    op.weights["bias"] = np.asarray(bias, dtype=np.float32).reshape(-1)
+    op.weights["bias"] = np.array(bias, dtype=np.float32).reshape(-1)
     op.module = op.module or r._module(node, node.input[1 - side])
     r.alias(node, x)
 
