@@ -208,10 +208,11 @@ def test_weights_are_the_modules_tensors_by_torch_names(tmp_path: Path) -> None:
         np.testing.assert_array_equal(value, state[key].numpy())
 
 
-def test_resgraph_ceil_mode_pools_read_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("opset", [11, 17])
+def test_resgraph_ceil_mode_pools_read_back(opset: int, tmp_path: Path) -> None:
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY, encoding="utf-8")
-    path = _resgraph_onnx(compile_spec(spec, []), tmp_path)
+    path = _resgraph_onnx(compile_spec(spec, []), tmp_path, opset=opset)
     model = onnx.load(str(path))
     # the forms ops/pool.py writes: floor mode with end pads, a zero Pad before the average
     assert "Pad" in [n.op_type for n in model.graph.node if n.name == "pool2/pad"]
@@ -238,9 +239,11 @@ def tiny_module(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
     return _trained(compile_spec(spec, []))
 
 
-def _torch_export(module: torch.nn.Module, path: Path, dynamo: bool, fold: bool) -> Path:
+def _torch_export(
+    module: torch.nn.Module, path: Path, dynamo: bool, fold: bool, opset: int | None
+) -> Path:
     """torch.onnx.export with a dynamic batch; `fold`: BN folded into convs (and, for
-    dynamo, the optimizer that does it), else BN kept."""
+    dynamo, the optimizer that does it), else BN kept; `opset` None: the exporter's own."""
     x = torch.randn(2, 3, 30, 34)
     if dynamo:
         options: dict[str, object] = {
@@ -263,17 +266,34 @@ def _torch_export(module: torch.nn.Module, path: Path, dynamo: bool, fold: bool)
             input_names=["input"],
             output_names=["logits"],
             dynamo=dynamo,
+            opset_version=opset,
             **options,  # type: ignore[arg-type]
         )
     return path
 
 
-@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
-@pytest.mark.parametrize("fold", [False, True], ids=["bn", "bn_folded"])
+@pytest.mark.parametrize(
+    ("dynamo", "fold", "opset"),
+    [
+        (False, False, None),
+        (False, True, None),
+        (False, False, 11),  # ReduceMean's axes an attribute, Squeeze/Unsqueeze's too
+        (True, False, None),
+        (True, True, None),
+    ],
+    ids=[
+        "torchscript-bn",
+        "torchscript-bn_folded",
+        "torchscript-opset11",
+        "dynamo-bn",
+        "dynamo-bn_folded",
+    ],
+)
 def test_torch_onnx_export(
-    tiny_module: torch.nn.Module, dynamo: bool, fold: bool, tmp_path: Path
+    tiny_module: torch.nn.Module, dynamo: bool, fold: bool, opset: int | None, tmp_path: Path
 ) -> None:
-    graph = _agree(_torch_export(tiny_module, tmp_path / "tiny.onnx", dynamo, fold))
+    path = _torch_export(tiny_module, tmp_path / "tiny.onnx", dynamo, fold, opset)
+    graph = _agree(path)
     kinds = _kinds(graph)
     assert kinds["bn"] == (0 if fold else 5)
     assert (kinds["conv"], kinds["subsample"], kinds["pad_channels"]) == (9, 1, 1)
@@ -400,6 +420,43 @@ def test_a_pad_on_height_alone_is_named(tmp_path: Path) -> None:
         f"{path}: node 'pad' (Pad): pads height and width by itself; resgraph pads them "
         "only inside a conv or pool (a zero Pad read by an AveragePool)"
     )
+
+
+@pytest.mark.parametrize(
+    ("nodes", "arrays", "what"),
+    [
+        (
+            [helper.make_node("Slice", ["input", "zero", "end", "h", "two"], ["y"], name="s")],
+            {"h": np.array([2])},
+            "node 's' (Slice): subsamples height by 2 and width by 1; resgraph subsamples both "
+            "alike",
+        ),
+        (
+            [helper.make_node("Reshape", ["input", "shape"], ["y"], name="r")],
+            {"shape": np.array([0, 3, -1])},
+            "node 'r' (Reshape): reshapes N x 3x8x8 to [0, 3, -1]; resgraph reshapes only to "
+            "N x -1",
+        ),
+        (
+            [helper.make_node("ReduceMean", ["input"], ["y"], name="m", axes=[2, 3], keepdims=0)],
+            {},
+            "node 'm' (ReduceMean): averages over axes [2, 3] without keeping them; resgraph "
+            "averages over height and width, keeping them (a global average pool)",
+        ),
+        (
+            [helper.make_node("Mul", ["input", "two_f"], ["y"], name="k")],
+            {"two_f": np.array([2.0], dtype=np.float32)},
+            "node 'k' (Mul): multiplies by a constant; resgraph multiplies feature maps only",
+        ),
+    ],
+    ids=["slice_height_only", "reshape", "mean_dropping_axes", "mul_constant"],
+)
+def test_forms_resgraph_cannot_express(
+    nodes: list[onnx.NodeProto], arrays: dict[str, np.ndarray], what: str, tmp_path: Path
+) -> None:
+    common = {"zero": np.array([0]), "end": np.array([2**63 - 1]), "two": np.array([2])}
+    path = _save(_model(nodes, {**common, **arrays}), tmp_path / "m.onnx")
+    assert _failure(path) == f"{path}: {what}"
 
 
 def test_not_onnx(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 BATCHES = (2, 3)  # the batch sizes a batch-dependent value is evaluated at
@@ -80,7 +81,10 @@ def fold(node: onnx.NodeProto, inputs: list[Value | None], opset: int) -> list[V
     """
     if node.op_type not in FOLDABLE or node.domain not in ("", "ai.onnx"):
         raise ValueError(f"resgraph has no op for {node.op_type}")
-    evaluator = ReferenceEvaluator(node, opsets={"": opset})
+    try:
+        evaluator = ReferenceEvaluator(_model(node, inputs, opset))
+    except Exception as exc:  # onnx's reference code on a hostile file's attributes
+        raise ValueError(f"cannot evaluate it: {_first(exc)}") from None
     results: list[tuple[np.ndarray, ...]] = []
     same = all(v is None or v.at[0] is v.at[1] for v in inputs)
     for i in range(1 if same else len(BATCHES)):
@@ -95,6 +99,21 @@ def fold(node: onnx.NodeProto, inputs: list[Value | None], opset: int) -> list[V
     if same:
         return [Value.of(out) for out in results[0]]
     return [Value(tuple(r[k] for r in results)) for k in range(len(node.output))]
+
+
+def _model(node: onnx.NodeProto, inputs: list[Value | None], opset: int) -> onnx.ModelProto:
+    """The node alone in a model of the file's opset: the reference evaluator picks each op's
+    version from a model's opset imports (given a bare node, it takes the newest)."""
+    feeds = [
+        helper.make_tensor_value_info(
+            name, helper.np_dtype_to_tensor_dtype(value.at[0].dtype), None
+        )
+        for name, value in zip(node.input, inputs, strict=False)
+        if name and value is not None
+    ]
+    outputs = [helper.make_empty_tensor_value_info(name) for name in node.output if name]
+    graph = helper.make_graph([node], "fold", feeds, outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _first(exc: Exception) -> str:

@@ -311,6 +311,13 @@ class _Reader:
             return _scope(node.name)
         return _name_scopes(node)
 
+    def axes(self, node: onnx.NodeProto, values: Any, rank: int) -> list[int]:
+        """Axes as non-negative numbers, each checked to exist (ONNX counts from the end too)."""
+        found = [int(v) for v in np.asarray(values).reshape(-1)]
+        if any(not -rank <= axis < rank for axis in found):
+            raise self.fail(node, f"axes {found} do not exist in a rank-{rank} tensor")
+        return [axis % rank for axis in found]
+
     def square(self, node: onnx.NodeProto, what: str, values: Any) -> int:
         values = [int(v) for v in values]
         if len(values) != 2:
@@ -422,6 +429,10 @@ def _pointwise(kind: str) -> Any:
 
 
 def _skip(r: _Reader, node: onnx.NodeProto) -> None:
+    """Identity, and Dropout at inference (unless its training_mode input says otherwise)."""
+    training = r.const(node, 2, "training_mode") if node.op_type == "Dropout" else None
+    if training is not None and training.any():
+        raise r.fail(node, "drops out in training mode; resgraph imports inference graphs")
     r.alias(node, r.act(node, 0))
 
 
@@ -443,7 +454,7 @@ def _reduce_mean(r: _Reader, node: onnx.NodeProto) -> None:
     x = r.act(node, 0)
     rank = len(r.shape[x]) + 1
     axes = a.get("axes") if r.opset < 18 else r.const(node, 1, "axes")
-    axes = sorted(int(v) % rank for v in axes) if axes is not None else list(range(rank))
+    axes = sorted(r.axes(node, axes, rank)) if axes is not None else list(range(rank))
     keep = bool(a.get("keepdims", 1))
     if axes != [2, 3] or rank != 4 or not keep:
         kept = "" if keep else " without keeping them"
@@ -458,7 +469,7 @@ def _reduce_mean(r: _Reader, node: onnx.NodeProto) -> None:
 def _flatten(r: _Reader, node: onnx.NodeProto) -> None:
     x = r.act(node, 0)
     axis = int(_attrs(node).get("axis", 1))
-    if axis % (len(r.shape[x]) + 1) != 1:
+    if axis not in (1, -len(r.shape[x])):
         raise r.fail(node, f"flattens from axis {axis}; resgraph flattens from axis 1")
     if len(r.shape[x]) == 1:
         r.alias(node, x)
@@ -582,7 +593,7 @@ def _pad(r: _Reader, node: onnx.NodeProto) -> None:
     else:
         pads, value = r._value(node, 1, "pads"), r.const(node, 2, "constant")
         found = r.const(node, 3, "axes")
-        axes = [int(v) % rank for v in found] if found is not None else list(range(rank))
+        axes = r.axes(node, found, rank) if found is not None else list(range(rank))
     pads = [int(v) for v in np.asarray(pads).reshape(-1)]
     if value is not None and np.asarray(value).any():
         raise r.fail(
@@ -630,7 +641,7 @@ def _slice(r: _Reader, node: onnx.NodeProto) -> None:
         axes, steps = r.const(node, 3, "axes"), r.const(node, 4, "steps")
     starts = [int(v) for v in np.asarray(starts).reshape(-1)]
     ends = [int(v) for v in np.asarray(ends).reshape(-1)]
-    axes = [int(v) % rank for v in axes] if axes is not None else list(range(len(starts)))
+    axes = r.axes(node, axes, rank) if axes is not None else list(range(len(starts)))
     steps = [int(v) for v in steps] if steps is not None else [1] * len(starts)
     taken = dict(partial.steps) if partial else {}
     for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
