@@ -86,7 +86,7 @@ TINY_CONVS = [
 ]
 
 
-def _agree(path: Path) -> SourceGraph:
+def _agree(path: Path, tolerance: float = 1e-4) -> SourceGraph:
     """The read graph, checked to compute what onnxruntime computes from the file."""
     graph = read_onnx(path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -96,7 +96,7 @@ def _agree(path: Path) -> SourceGraph:
         got = run(graph, torch.from_numpy(x)).numpy()
     assert got.shape == expected.shape
     scale = max(1.0, float(np.abs(expected).max()))
-    assert np.abs(got - expected).max() <= 1e-4 * scale
+    assert np.abs(got - expected).max() <= tolerance * scale
     return graph
 
 
@@ -220,6 +220,15 @@ def test_resgraph_ceil_mode_pools_read_back(opset: int, tmp_path: Path) -> None:
     graph = _agree(path)
     assert [(op.kind, op.attrs) for op in graph.ops if op.kind in POOLS] == TINY_POOLS
     assert [op.module for op in graph.ops if op.kind == "conv"] == TINY_CONVS
+
+
+def test_fp16_model_reads_as_float32(tmp_path: Path) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY, encoding="utf-8")
+    path = _resgraph_onnx(compile_spec(spec, []), tmp_path, fp16=True)
+    graph = _agree(path, tolerance=1e-2)  # onnxruntime computes in half precision
+    assert [op.name for op in graph.ops[:2]] == ["conv1", "bn1"]  # the Casts are no ops
+    assert all(w.dtype == np.float32 for op in graph.ops for w in op.weights.values())
 
 
 def test_external_weights_beside_the_model(tmp_path: Path) -> None:
@@ -457,6 +466,18 @@ def test_forms_resgraph_cannot_express(
     common = {"zero": np.array([0]), "end": np.array([2**63 - 1]), "two": np.array([2])}
     path = _save(_model(nodes, {**common, **arrays}), tmp_path / "m.onnx")
     assert _failure(path) == f"{path}: {what}"
+
+
+def test_a_constant_too_large_to_fold(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["big"], name="c"),
+        helper.make_node("Add", ["input", "big"], ["y"], name="add"),
+    ]
+    shape = np.array([1 << 20, 1 << 20], dtype=np.int64)
+    path = _save(_model(nodes, {"shape": shape}), tmp_path / "m.onnx")
+    assert _failure(path) == (
+        f"{path}: node 'c' (ConstantOfShape): would build a constant of 1,099,511,627,776 elements"
+    )
 
 
 def test_not_onnx(tmp_path: Path) -> None:
