@@ -12,6 +12,7 @@ import io
 import os
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -248,35 +249,58 @@ def tiny_module(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
     return _trained(compile_spec(spec, []))
 
 
-def _torch_export(
-    module: torch.nn.Module, path: Path, dynamo: bool, fold: bool, opset: int | None
-) -> Path:
-    """torch.onnx.export with a dynamic batch; `fold`: BN folded into convs (and, for
-    dynamo, the optimizer that does it), else BN kept; `opset` None: the exporter's own."""
-    x = torch.randn(2, 3, 30, 34)
-    if dynamo:
-        options: dict[str, object] = {
-            "dynamic_shapes": ({0: torch.export.Dim("batch")},),
-            "optimize": fold,
-        }
-    else:
-        mode = torch.onnx.TrainingMode
-        options = {
-            "dynamic_axes": {"input": {0: "batch"}},
-            "do_constant_folding": fold,
-            "training": mode.EVAL if fold else mode.PRESERVE,
-        }
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters print progress and warn about TorchScript's deprecation."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
+        yield
+
+
+TINY_INPUT = torch.randn(2, 3, 30, 34)
+
+
+@pytest.fixture(scope="module")
+def dynamo_exports(
+    tiny_module: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory
+) -> dict[bool, Path]:
+    """dynamo's export as it comes (BN kept), then after its optimizer (BN folded), which
+    `optimize=True` would run: one slow export, two files."""
+    folder = tmp_path_factory.mktemp("dynamo")
+    paths = {False: folder / "bn.onnx", True: folder / "bn_folded.onnx"}
+    with _quiet():
+        program = torch.onnx.export(
+            tiny_module,
+            (TINY_INPUT,),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamo=True,
+            optimize=False,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
+        assert program is not None
+        program.save(str(paths[False]))
+        program.optimize()
+        program.save(str(paths[True]))
+    return paths
+
+
+def _torchscript_export(module: torch.nn.Module, path: Path, fold: bool, opset: int | None) -> Path:
+    """torch.onnx.export's TorchScript path with a dynamic batch; `fold`: BN folded into the
+    convs, else kept; `opset` None: the exporter's own."""
+    mode = torch.onnx.TrainingMode
+    with _quiet():
         torch.onnx.export(
             module,
-            (x,),
+            (TINY_INPUT,),
             str(path),
             input_names=["input"],
             output_names=["logits"],
-            dynamo=dynamo,
+            dynamo=False,
             opset_version=opset,
-            **options,  # type: ignore[arg-type]
+            dynamic_axes={"input": {0: "batch"}},
+            do_constant_folding=fold,
+            training=mode.EVAL if fold else mode.PRESERVE,
         )
     return path
 
@@ -299,9 +323,17 @@ def _torch_export(
     ],
 )
 def test_torch_onnx_export(
-    tiny_module: torch.nn.Module, dynamo: bool, fold: bool, opset: int | None, tmp_path: Path
+    tiny_module: torch.nn.Module,
+    dynamo_exports: dict[bool, Path],
+    dynamo: bool,
+    fold: bool,
+    opset: int | None,
+    tmp_path: Path,
 ) -> None:
-    path = _torch_export(tiny_module, tmp_path / "tiny.onnx", dynamo, fold, opset)
+    if dynamo:
+        path = dynamo_exports[fold]
+    else:
+        path = _torchscript_export(tiny_module, tmp_path / "tiny.onnx", fold, opset)
     graph = _agree(path)
     kinds = _kinds(graph)
     assert kinds["bn"] == (0 if fold else 5)

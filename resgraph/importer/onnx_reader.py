@@ -182,7 +182,7 @@ class _Reader:
         if node.op_type == "Shape" and inputs and inputs[0] in self.acts:
             self._shape_of(node)
         elif node.op_type == "CastLike" and len(inputs) == 2 and inputs[1] in self.acts:
-            value = self._value(node, 0, "value")
+            value = self.required(node, 0, "value")
             self.values[node.output[0]] = Value.of(value.astype(np.float32))
         elif all(t in self.values for t in inputs):
             args = [self.values.get(t) if t else None for t in node.input]
@@ -220,7 +220,7 @@ class _Reader:
             raise self.fail(node, f"input {index + 1} is a constant, not a feature map")
         return self.acts[tensor]
 
-    def _value(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
+    def required(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
         found = self.const(node, index, what)
         if found is None:
             raise self.fail(node, f"has no {what}")
@@ -265,7 +265,7 @@ class _Reader:
             attrs=attrs or {},
             weights={k: np.array(v, dtype=np.float32) for k, v in (weights or {}).items()},
             source_op=node.op_type,
-            module=self._module(node, weight),
+            module=self.module_of(node, weight),
         )
         self._check_weights(node, op)
         try:
@@ -296,7 +296,7 @@ class _Reader:
             name = f"{base}#{count}"
         return name
 
-    def _module(self, node: onnx.NodeProto, weight: str | None) -> str | None:
+    def module_of(self, node: onnx.NodeProto, weight: str | None) -> str | None:
         """The module path the names suggest: a weight's prefix, resgraph's node name, the
         scope torch.onnx.export's TorchScript path writes into node names (/layer1/...), or
         the one its dynamo path writes into node metadata."""
@@ -318,7 +318,8 @@ class _Reader:
             raise self.fail(node, f"axes {found} do not exist in a rank-{rank} tensor")
         return [axis % rank for axis in found]
 
-    def square(self, node: onnx.NodeProto, what: str, values: Any) -> int:
+    def square(self, node: onnx.NodeProto, what: str, values: Any, minimum: int = 1) -> int:
+        """One size for height and width alike (kernels, strides, dilations, paddings)."""
         values = [int(v) for v in values]
         if len(values) != 2:
             raise self.fail(node, f"{what} {values}: resgraph's ops are 2-D")
@@ -326,7 +327,20 @@ class _Reader:
             raise self.fail(
                 node, f"{what} {values} differ between height and width; resgraph's are square"
             )
+        if values[0] < minimum:
+            raise self.fail(node, f"{what} {values[0]}: must be at least {minimum}")
         return values[0]
+
+    def pads(self, node: onnx.NodeProto, attrs: dict[str, Any]) -> list[int]:
+        """A window's ONNX pads, [top, left, bottom, right]; auto_pad only where it pads none."""
+        if attrs.get("auto_pad", "NOTSET") not in NO_AUTO_PAD:
+            raise self.fail(node, f"auto_pad {attrs['auto_pad']}; resgraph needs explicit pads")
+        if attrs.get("auto_pad") == "VALID":
+            return [0] * 4
+        pads = [int(p) for p in attrs.get("pads", [0] * 4)]
+        if len(pads) != 4 or min(pads) < 0:
+            raise self.fail(node, f"pads {pads}: resgraph needs 4 of at least 0")
+        return pads
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
@@ -379,21 +393,21 @@ def _name_scopes(node: onnx.NodeProto) -> str | None:
 def _conv(r: _Reader, node: onnx.NodeProto) -> None:
     a = _attrs(node)
     x = r.act(node, 0)
-    weight = r._value(node, 1, "weight")
+    weight = r.required(node, 1, "weight")
     if weight.ndim != 4:
         raise r.fail(node, f"a {weight.ndim - 2}-D convolution; resgraph's are 2-D")
-    if a.get("auto_pad", "NOTSET") not in NO_AUTO_PAD:
-        raise r.fail(node, f"auto_pad {a['auto_pad']}; resgraph needs explicit pads")
     kernel = r.square(node, "kernel", a.get("kernel_shape", weight.shape[2:]))
     if kernel != weight.shape[2] or kernel != weight.shape[3]:
         raise r.fail(node, f"kernel {kernel} but its weight is {fmt(weight.shape)}")
-    pads = [int(p) for p in a.get("pads", [0] * 4)] if a.get("auto_pad") != "VALID" else [0] * 4
+    pads = r.pads(node, a)
     if len(set(pads)) != 1:
         raise r.fail(node, f"pads {pads} differ between sides; resgraph's convs pad all alike")
     bias = r.const(node, 2, "bias")
     if r.computed_zero(node, 2, bias):
         bias = None
     groups = int(a.get("group", 1))
+    if groups < 1:
+        raise r.fail(node, f"group {groups}: must be at least 1")
     attrs = {
         "in_channels": weight.shape[1] * groups,
         "out": weight.shape[0],
@@ -414,7 +428,7 @@ def _bn(r: _Reader, node: onnx.NodeProto) -> None:
     if a.get("training_mode", 0):
         raise r.fail(node, "normalizes in training mode; resgraph imports inference graphs")
     keys = ("weight", "bias", "running_mean", "running_var")
-    weights = {key: r._value(node, i, key) for i, key in enumerate(keys, start=1)}
+    weights = {key: r.required(node, i, key) for i, key in enumerate(keys, start=1)}
     # ONNX stores epsilon as float32: its shortest float32 spelling is what the author wrote
     eps = float(str(np.float32(a.get("epsilon", 1e-5))))
     attrs = {"channels": weights["weight"].shape[0] if weights["weight"].ndim else 0, "eps": eps}
@@ -521,7 +535,7 @@ def _gemm(r: _Reader, node: onnx.NodeProto) -> None:
     x = r.act(node, 0)
     if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
         raise r.fail(node, "scales or transposes its input; resgraph's linear does neither")
-    matrix = r._value(node, 1, "weight")
+    matrix = r.required(node, 1, "weight")
     weight = matrix if a.get("transB", 0) else matrix.T
     bias = r.const(node, 2, "bias")
     if r.computed_zero(node, 2, bias):
@@ -532,7 +546,7 @@ def _gemm(r: _Reader, node: onnx.NodeProto) -> None:
 def _matmul(r: _Reader, node: onnx.NodeProto) -> None:
     """x @ W: a linear without bias, until an Add of a constant gives it one (see _add)."""
     x = r.act(node, 0)
-    _linear(r, node, x, r._value(node, 1, "weight").T, None, node.input[1])
+    _linear(r, node, x, r.required(node, 1, "weight").T, None, node.input[1])
 
 
 def _linear(
@@ -570,7 +584,7 @@ def _add(r: _Reader, node: onnx.NodeProto) -> None:
         raise r.fail(node, "adds a constant; resgraph adds one only as a linear's bias")
     op.attrs["bias"] = True
     op.weights["bias"] = np.array(bias, dtype=np.float32).reshape(-1)
-    op.module = op.module or r._module(node, node.input[1 - side])
+    op.module = op.module or r.module_of(node, node.input[1 - side])
     r.alias(node, x)
 
 
@@ -591,7 +605,7 @@ def _pad(r: _Reader, node: onnx.NodeProto) -> None:
         pads, value = a.get("pads"), a.get("value", 0.0)
         axes: list[int] = list(range(rank))
     else:
-        pads, value = r._value(node, 1, "pads"), r.const(node, 2, "constant")
+        pads, value = r.required(node, 1, "pads"), r.const(node, 2, "constant")
         found = r.const(node, 3, "axes")
         axes = r.axes(node, found, rank) if found is not None else list(range(rank))
     pads = [int(v) for v in np.asarray(pads).reshape(-1)]
@@ -637,7 +651,7 @@ def _slice(r: _Reader, node: onnx.NodeProto) -> None:
         starts, ends = a.get("starts", []), a.get("ends", [])
         axes, steps = a.get("axes"), None
     else:
-        starts, ends = r._value(node, 1, "starts"), r._value(node, 2, "ends")
+        starts, ends = r.required(node, 1, "starts"), r.required(node, 2, "ends")
         axes, steps = r.const(node, 3, "axes"), r.const(node, 4, "steps")
     starts = [int(v) for v in np.asarray(starts).reshape(-1)]
     ends = [int(v) for v in np.asarray(ends).reshape(-1)]
@@ -690,13 +704,11 @@ def _lower_pool(r: _Reader, node: onnx.NodeProto, kind: str) -> None:
     x = pad.source if pad else r.act(node, 0)
     if len(r.shape[x]) != 3:
         raise r.fail(node, f"pools a {fmt(r.shape[x])} tensor; resgraph pools feature maps")
-    if a.get("auto_pad", "NOTSET") not in NO_AUTO_PAD:
-        raise r.fail(node, f"auto_pad {a['auto_pad']}; resgraph needs explicit pads")
     if any(int(d) != 1 for d in a.get("dilations", [1, 1])):
         raise r.fail(node, f"dilations {a['dilations']}; resgraph's pools do not dilate")
     k = r.square(node, "kernel", a.get("kernel_shape", []))
     s = r.square(node, "strides", a.get("strides", [1, 1]))
-    own = [int(v) for v in a.get("pads", [0] * 4)] if a.get("auto_pad") != "VALID" else [0] * 4
+    own = r.pads(node, a)
     counts = kind == "avgpool" and bool(a.get("count_include_pad", 0))
     zeros_begin, zeros_end = (pad.begin, pad.end) if pad else ((0, 0), (0, 0))
     begin = [zeros_begin[i] + own[i] for i in range(2)]
@@ -704,7 +716,7 @@ def _lower_pool(r: _Reader, node: onnx.NodeProto, kind: str) -> None:
     counted_begin = [zeros_begin[i] + (own[i] if counts else 0) for i in range(2)]
     counted_end = [zeros_end[i] + (own[2 + i] if counts else 0) for i in range(2)]
     include = counts or any(counted_begin + counted_end)
-    p = r.square(node, "padding before", begin)
+    p = r.square(node, "padding before", begin, minimum=0)
     if include and counted_begin != begin:
         raise r.fail(node, f"counts part of its padding ({own}); PyTorch counts all or none")
     if 2 * p > k:
