@@ -31,7 +31,7 @@ def load_onnx(path: Path, limit: int = MAX_ONNX_BYTES) -> onnx.ModelProto:
     data = _read(path, limit, "an ONNX model")
     try:
         model = onnx.load_model_from_string(data)
-    except (DecodeError, RuntimeError, ValueError):
+    except (DecodeError, RuntimeError, ValueError, RecursionError):
         raise ImportFailure(f"{printable(str(path))}: not an ONNX model") from None
     if not model.graph.node or not model.opset_import:
         raise ImportFailure(f"{printable(str(path))}: not an ONNX model (no graph)")

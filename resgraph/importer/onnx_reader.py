@@ -752,7 +752,10 @@ def _torch_ceil_mode(
     """The ceil_mode with which PyTorch's pool (padding p) gives the ONNX node's sizes."""
     for ceil_mode in (False, True):
         try:
-            torch_outs = [spatial(n, k, s, p, ceil_mode, "", "", None) for n in sizes]
+            torch_outs = [
+                spatial(n, k, s, p, ceil_mode, axis, "its window", None)
+                for n, axis in zip(sizes, ("height", "width"), strict=True)
+            ]
         except SpecError as exc:
             raise r.fail(node, exc.message) from None
         if torch_outs == outs:
