@@ -27,8 +27,13 @@ class OnnxModel:
         where = Location(str(path))
         if not path.is_file():
             raise TrainError("no such ONNX file", where)
+        options = ort.SessionOptions()
+        # no spinning between runs: the PyTorch model shares the cores, batch by batch
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own kinds for bad files
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrainError(f"onnxruntime cannot load this file: {detail}", where) from None
