@@ -12,7 +12,8 @@ state_dict saved once and given to every exporter, batch 8 at 224x224:
 Sessions run interleaved in rotating order; each round gives one paired ratio, and each
 figure is the median of those ratios with a 95% bootstrap interval (bench_onnx's method).
 The target: int8 at least 2x faster than fp32 (its interval wholly below 0.5 counts as
-met, wholly above as missed, otherwise a tie within noise).
+met, wholly above as missed, otherwise a tie within noise). The CPU's int8 dot-product
+instructions are printed beside it: onnxruntime's int8 convs gain most with VNNI.
 
     python bench/bench_int8.py [--quick] [--rounds 40] [--threads 0]
 """
@@ -45,6 +46,18 @@ INT8 = "resgraph --int8"
 FP32 = "resgraph --fold-bn (fp32)"
 TORCH = "torch.onnx.export (fp32)"
 TARGET = 0.5  # int8 latency over fp32: at least 2x faster
+
+
+def _int8_instructions() -> str:
+    """The CPU's int8 dot-product extensions onnxruntime can use, from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown (no /proc/cpuinfo)"
+    flags = set(text.partition("flags")[2].partition("\n")[0].split())
+    found = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "avx512bw", "avx2") if f in flags]
+    vnni = any("vnni" in f or "amx" in f for f in found)
+    return f"{', '.join(found) or 'none of avx2/avx512/vnni'}{'' if vnni else ' (no VNNI)'}"
 
 
 def _verdict(median: float, low: float, high: float) -> tuple[str, bool]:
@@ -89,7 +102,7 @@ def bench_int8(folder: Path, rounds: int, threads: int) -> int:
             f"interval {low:.3f}-{high:.3f})"
         )
         if other == TORCH:
-            print(line)
+            print(f"{line} (target none: shown beside the fp32 ratio)")
             continue
         verdict, miss = _verdict(median, low, high)
         missed += miss
@@ -107,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     rounds = args.rounds or (8 if args.quick else 40)
-    print(f"onnxruntime {ort.__version__} ({args.threads or 'default'} intra-op threads)")
+    print(
+        f"onnxruntime {ort.__version__} ({args.threads or 'default'} intra-op threads); "
+        f"CPU int8 instructions: {_int8_instructions()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         return bench_int8(Path(tmp), rounds, args.threads)
 
