@@ -7,7 +7,8 @@ state_dict saved once and given to every exporter, batch 8 at 224x224:
   (`--calibrate digits`: real images, fitted to 3x224x224 as the trainer fits them; a
   benchmark cannot download data, and latency does not depend on what the ranges are);
 - fp32: resgraph's own float graph with BN folded (`--fold-bn`), the graph int8 quantizes;
-- torch.onnx.export's float graph of the generated module.
+- torch.onnx.export's float graph of the generated module;
+- for reference, `--int8-symmetric` (zero-point-0 activations, the form TensorRT takes).
 
 Sessions run interleaved in rotating order; each round gives one paired ratio, and each
 figure is the median of those ratios with a 95% bootstrap interval (bench_onnx's method).
@@ -43,6 +44,7 @@ from resgraph.train.calibration import read_calibration  # noqa: E402
 BATCH = 8
 CALIBRATION_IMAGES = 64
 INT8 = "resgraph --int8"
+SYMMETRIC = "resgraph --int8 --int8-symmetric"
 FP32 = "resgraph --fold-bn (fp32)"
 TORCH = "torch.onnx.export (fp32)"
 TARGET = 0.5  # int8 latency over fp32: at least 2x faster
@@ -77,9 +79,21 @@ def bench_int8(folder: Path, rounds: int, threads: int) -> int:
     _trained_like(model)
     weights = folder / "resnet50_v1_5.pt"
     torch.save(model.state_dict(), weights)
-    paths = {INT8: folder / "int8.onnx", FP32: folder / "fp32.onnx", TORCH: folder / "torch.onnx"}
+    paths = {
+        INT8: folder / "int8.onnx",
+        SYMMETRIC: folder / "int8_symmetric.onnx",
+        FP32: folder / "fp32.onnx",
+        TORCH: folder / "torch.onnx",
+    }
     calibration = read_calibration("digits", compiled, CALIBRATION_IMAGES)
-    compile_int8(compiled, output=paths[INT8], batches=calibration.batches, weights=weights)
+    for name, symmetric in ((INT8, False), (SYMMETRIC, True)):
+        compile_int8(
+            compiled,
+            output=paths[name],
+            batches=calibration.batches,
+            weights=weights,
+            symmetric=symmetric,
+        )
     compile_onnx(compiled, output=paths[FP32], weights=weights, fold_bn=True)
     x = next(calibration.batches(BATCH))
     _torch_export(model, torch.from_numpy(x), paths[TORCH])
@@ -95,14 +109,14 @@ def bench_int8(folder: Path, rounds: int, threads: int) -> int:
     for name, t in times.items():
         print(f"  {name}: {np.median(t) * 1e3:.1f} ms median (min {t.min() * 1e3:.1f})")
     missed = 0
-    for other in (FP32, TORCH):
-        median, low, high = _median_ci(times[INT8] / times[other])
+    for name, other in ((INT8, FP32), (INT8, TORCH), (SYMMETRIC, FP32)):
+        median, low, high = _median_ci(times[name] / times[other])
         line = (
-            f"ort latency {INT8} / {other}: {median:.3f} ({1 / median:.2f}x faster; 95% "
+            f"ort latency {name} / {other}: {median:.3f} ({1 / median:.2f}x faster; 95% "
             f"interval {low:.3f}-{high:.3f})"
         )
-        if other == TORCH:
-            print(f"{line} (target none: shown beside the fp32 ratio)")
+        if (name, other) != (INT8, FP32):
+            print(f"{line} (target none: shown for reference)")
             continue
         verdict, miss = _verdict(median, low, high)
         missed += miss

@@ -141,7 +141,7 @@ def _keep_lists(items: list[tuple[Any, int, int]]) -> list[tuple[Any, int, int]]
 # --------------------------------------------------------------------------- scoring
 
 
-def score_crops(model: torch.nn.Module, views: Tensor, mean: Tensor) -> Tensor:
+def score_crops(model: Callable[[Tensor], Tensor], views: Tensor, mean: Tensor) -> Tensor:
     """Probabilities (N, K) of images given as uint8 views (N, V, C, H, W): mean over views."""
     n, v = views.shape[:2]
     probabilities = model(augment.normalize(views.flatten(0, 1), mean)).float().softmax(1)
@@ -343,15 +343,15 @@ def _scored(setup: _Setup, multiscale: bool) -> Iterator[Scored]:
                 path = setup.items.test[bad[0]][0]
                 raise TrainError(image_problem(path, setup.shorter), Location(str(path)))
             labels = torch.tensor([label for _, label, _ in batch], device=device)
+            onnx = None
             if multiscale:
                 per_scale = tuple(score_scales(model, [v for v, _, _ in batch], mean, device))
                 averaged = torch.stack(per_scale).mean(0)
             else:
                 views = torch.stack([v for v, _, _ in batch]).to(device)
                 averaged, per_scale = score_crops(model, views, mean), ()
-            onnx = None
-            if setup.onnx is not None:
-                onnx = score_crops(setup.onnx, views, mean).to(device)  # type: ignore[arg-type]
+                if setup.onnx is not None:  # the same views through the ONNX file
+                    onnx = score_crops(setup.onnx, views, mean).to(device)
             bar.update(len(batch))
             yield Scored(averaged, per_scale, labels, onnx)
     bar.close()
