@@ -298,6 +298,20 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert not output.parent.exists()
 
 
+def test_weights_trained_at_another_input_size_are_named(run: Path, cli, tmp_path: Path) -> None:
+    output = tmp_path / "model.onnx"
+    weights = run / "best.pt"  # trained at 16x16; the spec's own input is 32x32
+    assert cli(
+        *_compile_args(output, "--weights", str(weights), "--int8", "--calibrate", "digits")
+    ) == (
+        1,
+        "",
+        f"{weights}: these weights were trained on 3x16x16 input, the spec's is 3x32x32; "
+        "compile with the run's --set values\n",
+    )
+    assert not output.exists()
+
+
 def test_int8_on_pytorch_target_is_refused(cli, tmp_path: Path) -> None:
     output = tmp_path / "model.py"
     assert cli("compile", RESNET20, "--int8", "--calibrate", "digits", "-o", str(output)) == (

@@ -83,8 +83,16 @@ def _checkpoint_mean(weights: Path | None, shape: tuple[int, int, int]) -> torch
         return None
     if not isinstance(state, dict) or "pixel_mean" not in state:
         return None
-    check_pixel_mean(state["pixel_mean"], shape, Location(str(weights)))
-    return state["pixel_mean"].float()
+    mean = state["pixel_mean"]
+    if isinstance(mean, torch.Tensor) and mean.dim() == 3 and tuple(mean.shape) != shape:
+        trained = "x".join(map(str, mean.shape))
+        raise TrainError(
+            f"these weights were trained on {trained} input, the spec's is "
+            f"{'x'.join(map(str, shape))}; compile with the run's --set values",
+            Location(str(weights)),
+        )
+    check_pixel_mean(mean, shape, Location(str(weights)))
+    return mean.float()
 
 
 def _test_size(weights: Path | None) -> int | None:
