@@ -195,10 +195,9 @@ def test_symmetric_and_static_batch_int8(run: Path, cli, tmp_path: Path) -> None
     assert status == (0, f"{RESNET20} -> {output}\n", "")
     model = onnx.load(str(output))
     arrays = _initializers(model)
-    activations = [arrays[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    assert activations and all(
-        z.dtype == np.int8 and not z.any() for z in activations
-    )  # TensorRT's
+    # TensorRT's form: int8 activations whose zero points are all 0
+    zeros = [arrays[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert zeros and all(z.dtype == np.int8 and not z.any() for z in zeros)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 7
     result = _evaluate(cli, run, output)  # 360 images in padded chunks of 7
     assert result["images"] == 360 and result["onnx"]["top1_agreement"] >= 0.99, result["onnx"]
