@@ -46,7 +46,6 @@ READ_WORKERS = 4  # loader processes for image folders (at most one per core)
 class Calibration:
     """Calibration images as uint8 (N, C, H, W) and the mean the network subtracts."""
 
-    source: str
     images: torch.Tensor
     mean: torch.Tensor
 
@@ -150,4 +149,4 @@ def read_calibration(
     mean = _checkpoint_mean(weights, shape)
     if mean is None:
         mean = uint8.double().mean(0).div(255).float()
-    return Calibration(source, uint8, mean)
+    return Calibration(uint8, mean)
