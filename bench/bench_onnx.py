@@ -226,7 +226,9 @@ def _best_interleaved(actions: dict[str, Callable[[], object]], repeats: int) ->
 def bench_emit(folder: Path, repeats: int) -> int:
     """Emit time against torch.save of the same weights; 1 if the target is missed."""
     compiled = compile_spec(REPO / "specs" / "resnet152.yaml")
-    state = {k: torch.from_numpy(v) for k, v in he_init(compiled.network, 0).items()}
+    state = {
+        k: torch.from_numpy(v) for k, v in he_init(compiled.network, 0).items()
+    }
     weights = folder / "resnet152.pt"
     output = folder / "resnet152.onnx"
     torch.save(state, weights)
