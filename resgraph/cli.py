@@ -169,11 +169,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
             ("--weights", args.weights),
             ("--fp16", args.fp16),
             ("--static-batch", args.static_batch),
+            ("--int8", args.int8),
+            ("--calibrate", args.calibrate),
+            ("--int8-symmetric", args.int8_symmetric),
         )
         if on
     ]
     if args.target == "pytorch" and onnx_only:
         print(f"resgraph compile: {', '.join(onnx_only)}: only with --target onnx", file=sys.stderr)
+        return 2
+    if args.int8_symmetric and not args.int8:
+        print("resgraph compile: --int8-symmetric: only with --int8", file=sys.stderr)
+        return 2
+    if args.int8 != (args.calibrate is not None):
+        print(
+            "resgraph compile: --int8 and --calibrate SOURCE go together (the int8 ranges "
+            "come from the calibration images)",
+            file=sys.stderr,
+        )
         return 2
     if args.target == "onnx" and args.check:
         print("resgraph compile: --check compares generated PyTorch source", file=sys.stderr)
@@ -256,6 +269,9 @@ def _write_onnx(args: argparse.Namespace, compiled: Compiled, target: Path) -> N
             f"--target onnx needs the {exc.name} package: pip install 'resgraph[onnx]'"
         ) from None
 
+    if args.int8:
+        _write_int8(args, compiled, target)
+        return
     compile_onnx(
         compiled,
         output=target,
@@ -265,6 +281,26 @@ def _write_onnx(args: argparse.Namespace, compiled: Compiled, target: Path) -> N
         fold_bn=args.fold_bn,
         fp16=args.fp16,
         static_batch=args.static_batch,
+    )
+
+
+def _write_int8(args: argparse.Namespace, compiled: Compiled, target: Path) -> None:
+    from resgraph.backends.onnx_int8 import check_int8_options, compile_int8
+
+    check_int8_options(args.opset, args.fp16)  # before reading data: a missing runtime, --fp16
+    from resgraph.train.calibration import read_calibration
+
+    weights = Path(args.weights) if args.weights else None
+    calibration = read_calibration(args.calibrate, compiled, args.calibration_images, weights)
+    compile_int8(
+        compiled,
+        output=target,
+        batches=calibration.batches,
+        weights=weights,
+        seed=args.seed,
+        opset=args.opset,
+        static_batch=args.static_batch,
+        symmetric=args.int8_symmetric,
     )
 
 
@@ -406,6 +442,30 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive,
         metavar="N",
         help="onnx: a fixed batch size instead of a dynamic batch axis",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="onnx: int8 weights and activations (QDQ), BN folded; needs --calibrate",
+    )
+    p.add_argument(
+        "--calibrate",
+        metavar="SOURCE",
+        help="onnx --int8: images for the activation ranges, as train --data takes them "
+        "(digits, cifar10:DIR, imagefolder:DIR, ...); their training split is used",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=positive,
+        default=512,
+        metavar="N",
+        help="onnx --int8: calibrate on up to N images (default 512)",
+    )
+    p.add_argument(
+        "--int8-symmetric",
+        action="store_true",
+        help="onnx --int8: int8 activations with zero point 0, as TensorRT requires "
+        "(slower in onnxruntime on CPU)",
     )
     p.add_argument(
         "--head",

@@ -92,7 +92,7 @@ def read(
         )
     _check_weights(state["model"], model.state_dict(), where)
     if "pixel_mean" in state:
-        _check_pixel_mean(state["pixel_mean"], pixels, where)
+        check_pixel_mean(state["pixel_mean"], pixels, where)
     if fresh is not None:
         _check_resumable(state, fresh, [tuple(p.shape) for p in model.parameters()], where)
     return state
@@ -203,7 +203,7 @@ def _check_weights(weights: Any, expected: Mapping[str, torch.Tensor], where: Lo
         raise TrainError(f"non-finite weights (NaN or inf) in {_listed(broken)}", where)
 
 
-def _check_pixel_mean(mean: Any, pixels: tuple[int, int, int], where: Location) -> None:
+def check_pixel_mean(mean: Any, pixels: tuple[int, int, int], where: Location) -> None:
     """The training images' per-pixel mean: float (C, H, W) of the input, values in [0, 1]."""
     if not isinstance(mean, torch.Tensor) or not mean.is_floating_point():
         raise TrainError("damaged checkpoint: 'pixel_mean' is not a float tensor", where)

@@ -197,6 +197,12 @@ def add_evaluate_parser(subparsers: Any) -> None:
         "--workers", type=in_range(0, MAX_WORKERS), metavar="N", help="data loader processes"
     )
     p.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="also score this ONNX file (fp32, fp16 or int8) with onnxruntime on the same "
+        "views, beside the checkpoint",
+    )
+    p.add_argument(
         "-o", "--output", metavar="FILE", help="JSON result (default RUN/evaluate-<test>.json)"
     )
     p.set_defaults(func=run_evaluate)
@@ -221,6 +227,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         workers=args.workers,
+        onnx=None if args.onnx is None else user_path(args.onnx, "--onnx"),
     )
     result = evaluate(request)
     write_atomic(output, json.dumps(result, indent=2) + "\n")

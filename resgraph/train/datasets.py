@@ -79,14 +79,17 @@ class Folder:
 Dataset = InMemory | Folder
 
 
-def load_source(text: str, input_shape: tuple[int, int, int], classes: int) -> Dataset:
+def load_source(
+    text: str, input_shape: tuple[int, int, int], classes: int, option: str = "--data"
+) -> Dataset:
     """Read the dataset a `--data` string names; `classes` sizes synthetic labels.
 
     In-memory data is refused before it is made if, fitted to the input, it would take more
-    than MAX_IN_MEMORY_BYTES.
+    than MAX_IN_MEMORY_BYTES. `option` names the flag in errors (`--calibrate` takes the
+    same sources).
     """
     kind, _, arg = text.partition(":")
-    where = Location(f"--data {text[:300]}")
+    where = Location(f"{option} {text[:300]}")
     _check_input(input_shape)
     if kind == "digits" and not arg:
         data = digits()
@@ -97,7 +100,7 @@ def load_source(text: str, input_shape: tuple[int, int, int], classes: int) -> D
         _check_in_memory(size + SYNTHETIC_TEST, input_shape, where)
         return synthetic(input_shape, classes, size)
     elif kind in ("cifar10", "imagefolder") and arg:
-        folder = user_path(arg, f"--data {kind}:DIR")
+        folder = user_path(arg, f"{option} {kind}:DIR")
         if not folder.is_dir():
             raise TrainError("no such folder", Location(str(folder)))
         if kind == "imagefolder":
@@ -107,6 +110,19 @@ def load_source(text: str, input_shape: tuple[int, int, int], classes: int) -> D
         raise TrainError(f"unknown data source; expected one of {', '.join(SOURCES)}", where)
     _check_in_memory(len(data.train) + len(data.test), input_shape, where)
     return data
+
+
+def check_channels(data: Dataset, channels: int, source: str, where: Location) -> None:
+    """Refuse a spec whose input channels the data's images cannot be turned into; `source`
+    names the data in the message (`--data digits`)."""
+    have = data.train.images.shape[1] if isinstance(data, InMemory) else 3  # folders: RGB or L
+    if channels in (1, have) or have == 1:
+        return
+    raise TrainError(
+        f"input.channels is {channels}, but {source} has {have}-channel images, which "
+        f"become 1 or {have} channels only",
+        where,
+    )
 
 
 def _check_input(shape: tuple[int, int, int]) -> None:

@@ -41,6 +41,7 @@ from resgraph.train.datasets import (
 )
 from resgraph.train.loaders import Placement, make_batches, worker_count
 from resgraph.train.model import model_from_spec
+from resgraph.train.onnx_model import OnnxModel
 from resgraph.train.recipe import Recipe, split_overrides
 from resgraph.train.run import load_run
 
@@ -64,15 +65,18 @@ class Request:
     test_size: int | None = None
     batch_size: int | None = None
     workers: int | None = None
+    onnx: Path | None = None  # an ONNX file scored beside the checkpoint
 
 
 @dataclass(frozen=True)
 class Scored:
-    """Averaged class probabilities (N, K) of a batch, per scale for multiscale, and labels."""
+    """Averaged class probabilities (N, K) of a batch, per scale for multiscale, and labels;
+    `onnx`: the ONNX file's probabilities for the same views."""
 
     probabilities: Tensor
     per_scale: tuple[Tensor, ...]
     labels: Tensor
+    onnx: Tensor | None = None
 
 
 # --------------------------------------------------------------------------- views
@@ -137,7 +141,7 @@ def _keep_lists(items: list[tuple[Any, int, int]]) -> list[tuple[Any, int, int]]
 # --------------------------------------------------------------------------- scoring
 
 
-def score_crops(model: torch.nn.Module, views: Tensor, mean: Tensor) -> Tensor:
+def score_crops(model: Callable[[Tensor], Tensor], views: Tensor, mean: Tensor) -> Tensor:
     """Probabilities (N, K) of images given as uint8 views (N, V, C, H, W): mean over views."""
     n, v = views.shape[:2]
     probabilities = model(augment.normalize(views.flatten(0, 1), mean)).float().softmax(1)
@@ -274,6 +278,7 @@ class _Setup:
     items: Folder | Split
     shorter: int  # the largest shorter side a test image is resized to
     scales: tuple[int, ...]
+    onnx: OnnxModel | None
 
 
 def _setup(request: Request) -> _Setup:
@@ -283,9 +288,16 @@ def _setup(request: Request) -> _Setup:
         )
     if request.device == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda, but no CUDA GPU is available", Location("--device"))
+    if request.onnx is not None and request.test == "multiscale":
+        raise TrainError(
+            "--onnx scores center and 10crop views; multiscale runs the network fully "
+            "convolutionally, which the ONNX file is not",
+            Location("--onnx"),
+        )
     config, compiled, model, state = load_run(request.run, f"{request.checkpoint}.pt")
     spec = compiled.spec
     shape = (spec.input.channels, spec.input.height, spec.input.width)
+    onnx = None if request.onnx is None else OnnxModel(request.onnx, shape)
     source = request.data or config["choices"]["data"]
     data = load_source(source, shape, config["classes"])
     if data.classes != config["classes"]:
@@ -316,7 +328,7 @@ def _setup(request: Request) -> _Setup:
         num_workers=_workers(request, recipe, in_memory=isinstance(items, Split)),
         collate_fn=_keep_lists,
     )
-    return _Setup(source, model, loader, mean, device, items, shorter, scales)
+    return _Setup(source, model, loader, mean, device, items, shorter, scales, onnx)
 
 
 def _scored(setup: _Setup, multiscale: bool) -> Iterator[Scored]:
@@ -331,14 +343,17 @@ def _scored(setup: _Setup, multiscale: bool) -> Iterator[Scored]:
                 path = setup.items.test[bad[0]][0]
                 raise TrainError(image_problem(path, setup.shorter), Location(str(path)))
             labels = torch.tensor([label for _, label, _ in batch], device=device)
+            onnx = None
             if multiscale:
                 per_scale = tuple(score_scales(model, [v for v, _, _ in batch], mean, device))
                 averaged = torch.stack(per_scale).mean(0)
             else:
                 views = torch.stack([v for v, _, _ in batch]).to(device)
                 averaged, per_scale = score_crops(model, views, mean), ()
+                if setup.onnx is not None:  # the same views through the ONNX file
+                    onnx = score_crops(setup.onnx, views, mean).to(device)
             bar.update(len(batch))
-            yield Scored(averaged, per_scale, labels)
+            yield Scored(averaged, per_scale, labels, onnx)
     bar.close()
 
 
@@ -351,12 +366,18 @@ def evaluate(request: Request) -> dict[str, Any]:
     """Top-1 and top-5 error of a run's checkpoint under a test mode (per scale for multiscale)."""
     images = 0
     errors = dict.fromkeys(TOP, 0)
+    onnx_errors = dict.fromkeys(TOP, 0)
+    agree = 0
     scale_errors: list[dict[int, int]] = []
     setup = _setup(request)
     for scored in _scored(setup, request.test == "multiscale"):
         images += len(scored.labels)
         for k, n in top_k_errors(scored.probabilities, scored.labels).items():
             errors[k] += n
+        if scored.onnx is not None:
+            for k, n in top_k_errors(scored.onnx, scored.labels).items():
+                onnx_errors[k] += n
+            agree += int((scored.onnx.argmax(1) == scored.probabilities.argmax(1)).sum())
         if not scale_errors:
             scale_errors = [dict.fromkeys(TOP, 0) for _ in scored.per_scale]
         for totals, probabilities in zip(scale_errors, scored.per_scale, strict=True):
@@ -374,6 +395,13 @@ def evaluate(request: Request) -> dict[str, Any]:
         "top1_error": errors[1] / images,
         "top5_error": errors[5] / images,
     }
+    if request.onnx is not None:
+        result["onnx"] = {
+            "file": str(request.onnx),
+            "top1_error": onnx_errors[1] / images,
+            "top5_error": onnx_errors[5] / images,
+            "top1_agreement": agree / images,  # share of images whose top-1 class is the same
+        }
     if request.test == "multiscale":
         result["scales"] = [
             {"scale": s, "top1_error": e[1] / images, "top5_error": e[5] / images}
@@ -391,5 +419,10 @@ def table(result: dict[str, Any]) -> str:
         f"{result['views_per_image']} view(s) each",
         f"{'':<12} {'top-1 error':>11} {'top-5 error':>11}",
     ]
+    if "onnx" in result:  # the same views through the ONNX file, beside the checkpoint's
+        rows = [("pytorch", result), ("onnx", result["onnx"])]
     lines += [f"{name:<12} {r['top1_error']:>11.2%} {r['top5_error']:>11.2%}" for name, r in rows]
+    if "onnx" in result:
+        onnx = result["onnx"]
+        lines.append(f"onnx: {onnx['file']}; top-1 class agrees on {onnx['top1_agreement']:.2%}")
     return "\n".join(lines)

@@ -40,7 +40,7 @@ from resgraph.train import (
     read_bounded,
     user_path,
 )
-from resgraph.train.datasets import Dataset, InMemory, load_source
+from resgraph.train.datasets import check_channels, load_source
 from resgraph.train.loaders import Placement, make_batches
 from resgraph.train.loop import Speed, Trainer
 from resgraph.train.model import model_from_spec, weighted_layers
@@ -241,18 +241,6 @@ def load_run(run: Path, which: str = "best.pt") -> TrainedRun:
     return TrainedRun(config, compiled, model, state)
 
 
-def _check_channels(data: Dataset, channels: int, choices: dict[str, Any]) -> None:
-    """Refuse a spec whose input channels the data's images cannot be turned into."""
-    have = data.train.images.shape[1] if isinstance(data, InMemory) else 3  # folders: RGB or L
-    if channels in (1, have) or have == 1:
-        return
-    raise TrainError(
-        f"input.channels is {channels}, but --data {choices['data']} has {have}-channel "
-        f"images, which become 1 or {have} channels only",
-        Location(choices["spec_file"]),
-    )
-
-
 def _check_tensorboard() -> None:
     """Fail before any work if --tensorboard cannot write (torch's writer needs tensorboard)."""
     try:
@@ -329,7 +317,7 @@ def _prepare(request: Request, ctx: distributed.Context) -> tuple[Trainer, Path,
         _check_new_folder(run, request.force)
     shape = (compiled.spec.input.channels, compiled.spec.input.height, compiled.spec.input.width)
     data = load_source(choices["data"], shape, compiled.plan.classes)
-    _check_channels(data, shape[0], choices)
+    check_channels(data, shape[0], f"--data {choices['data']}", Location(choices["spec_file"]))
     config = {
         "choices": choices,
         "classes": data.classes,
