@@ -15,6 +15,11 @@ artefact agrees with every other:
   the logits' scale);
 - onnxruntime on the ONNX model built with the same weights equals the eval-mode module,
   with BN folded and not (float32, <= 1e-4 of the largest logit, or absolute below 1).
+- import (issue 15): `resgraph import` of the generated module (torch.fx) writes a spec
+  whose graph has the same nodes (op, shape, parameters, MACs, in order; drop paths, the
+  identity in eval mode, aside) and whose module, loaded with the imported weights, computes
+  the module; a classifier network always imports (features and fcn heads are not
+  classifiers).
 - a features head (issue 13): the module returns the IR's features, keyed and ordered by
   stage, each of its node's shape; every map is compared like the logits above (--fold-bn,
   ONNX's output of that name); `feature_info` states the IR's channels and reductions, and a
@@ -54,6 +59,8 @@ import yaml
 from resgraph.backends.onnx_export import build_model as _onnx_build_model
 from resgraph.backends.pytorch import Options, build_module
 from resgraph.errors import SpecError
+from resgraph.importer import ImportFailure, import_graph
+from resgraph.importer.torch_reader import read_module
 from resgraph.pipeline import compile_spec
 
 REJECTION = SpecError  # the one exception type a rejected spec may raise
@@ -179,6 +186,25 @@ def build_onnx(compiled: Any, weights: dict[str, np.ndarray], fold_bn: bool) -> 
     return _onnx_build_model(compiled, weights, fold_bn=fold_bn).SerializeToString()
 
 
+def importable(compiled: Any) -> bool:
+    """A classifier (an fc head): what `resgraph import` reads back."""
+    return compiled.network.head_kind == "fc"
+
+
+def import_module(model: torch.nn.Module, compiled: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """`resgraph import` of a module: the imported spec compiled, and the weights it writes."""
+    shape = input_shape(compiled)
+    imported = import_graph(read_module(model, shape, "module"), "imported")
+    return compile_spec_text(imported.text), imported.weights or {}
+
+
+def compile_spec_text(text: str) -> Any:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "imported.yaml"
+        path.write_text(text, encoding="utf-8")
+        return compile_spec(path)
+
+
 # ---------------------------------------------------------------- the oracle
 
 BATCH = 2
@@ -260,7 +286,44 @@ def _check(spec: Mapping[str, Any]) -> str:
     _check_features(compiled, model, facts, reference)
     _check_fold(compiled, model, x)
     _check_onnx(compiled, model, x, reference)
+    _check_import(compiled, model, x, reference)
     return "ok"
+
+
+def _check_import(
+    compiled: Any, model: torch.nn.Module, x: torch.Tensor, reference: dict[str, np.ndarray]
+) -> None:
+    """The imported spec is the module's graph, and its module with the imported weights
+    computes the module."""
+    if not importable(compiled):
+        return
+    try:
+        imported, weights = import_module(model, compiled)
+    except (ImportFailure, SpecError) as exc:
+        _fail("import refused a generated module", str(exc))
+    except Exception as exc:
+        _fail(f"import raised {type(exc).__name__}", " ".join(str(exc).split())[:300])
+
+    def layers(c: Any) -> list[tuple[Any, ...]]:
+        return [(f.op, f.shape, f.params, f.macs) for f in nodes(c).values() if f.op != "drop_path"]
+
+    if layers(imported) != layers(compiled):
+        got, want = layers(imported), layers(compiled)
+        first = next(
+            (i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+            min(len(got), len(want)),
+        )
+        _fail(
+            "imported graph differs from the spec's",
+            f"node {first}: {got[first] if first < len(got) else None} vs "
+            f"{want[first] if first < len(want) else None}",
+        )
+    rebuilt = _stage("imported module build", lambda: build(imported))
+    state = {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
+    _stage("loading the imported weights", lambda: rebuilt.load_state_dict(state))
+    with torch.no_grad():
+        got = _outputs(_stage("imported module forward", lambda: rebuilt.eval()(x)))
+    _close("the imported module differs from the module", got, reference, 1.0)
 
 
 def _outputs(out: Any) -> dict[str, np.ndarray]:

@@ -28,10 +28,13 @@ SMALL = 64  # ImageNet specs are imported at 64x64: every layer still runs, 12x 
 
 
 def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Trained-looking BN statistics and affine parameters, so a misplaced BN shows."""
+    """Trained-looking BN statistics and affine parameters and conv biases (SE's), so a
+    misplaced BN or bias shows."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in module.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
             if isinstance(m, torch.nn.BatchNorm2d):
                 for tensor in (m.weight, m.bias, m.running_mean):
                     tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)

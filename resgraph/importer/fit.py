@@ -16,7 +16,7 @@ from typing import Any
 from resgraph.expand import library
 from resgraph.importer.layers import Layer
 from resgraph.importer.source import ImportFailure
-from resgraph.importer.structure import STRIDED, Found, FoundBlock
+from resgraph.importer.structure import Found, FoundBlock
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 BN_EPS = 1e-5
@@ -32,14 +32,16 @@ class StageFit:
     candidates: list[tuple[Any, int, dict[str, Any] | None]]  # (block use, width, own type)
     choice: int = 0
     strided: int | None = None  # the position of the layer that takes a block's stride
+    dilation: int = 1  # the stage's dilation (its later blocks' dilated convs have it)
+    # per layer position: the dilation a block type must write there (None: the block's own
+    # by the language's rule); all None when every conv follows the rule
+    dilations: list[int | None] | None = None
 
     @property
     def first(self) -> FoundBlock:
         return self.blocks[0]
 
-    @property
-    def stride(self) -> int:
-        return self.first.stride
+    stride: int = 1  # the stage's stride: its first block's strided layer's, over the others'
 
 
 def plain_units() -> list[list[tuple[str, int]]]:
@@ -57,14 +59,68 @@ def stages(found: Found, origin: str) -> list[StageFit]:
     else a stage starts where a block downsamples, changes width or changes its layers."""
     groups = _named_stages(found.blocks) or _shaped_stages(found.blocks)
     fits = [StageFit(blocks, name, []) for name, blocks in groups]
+    for fit in fits:
+        fit.strided, fit.stride = _stage_stride(fit)
     for fit in fits:  # a stage that never downsamples places the stride as its kin do
         kin = [f for f in fits if _signature(f.first) == _signature(fit.first)]
-        fit.strided = next(
-            (p for f in [fit, *kin] if (p := _strided_position(f)) is not None), None
-        )
+        fit.strided = next((f.strided for f in [fit, *kin] if f.strided is not None), None)
+    previous = 1
     for fit in fits:
-        fit.candidates = [*_library_uses(fit), _own_type(fit, origin)]
+        _place_dilation(fit, previous)
+        previous = fit.dilation
+    for fit in fits:
+        library = _library_uses(fit) if not any(fit.dilations or ()) else []
+        fit.candidates = [*library, _own_type(fit, origin)]
     return fits
+
+
+def _dilated(block: FoundBlock) -> list[int]:
+    """Positions of the convs that take a block's dilation: kernels other than 1, before the
+    add; the first of them takes `first_dilation`."""
+    end = len(block.pre) + len(block.branch)
+    return [
+        i
+        for i, layer in enumerate(block.layers[:end])
+        if layer.kind == "conv" and layer.attrs["kernel"] != 1
+    ]
+
+
+def _place_dilation(fit: StageFit, previous: int) -> None:
+    """The stage's dilation, and where its blocks' convs leave the language's rule (a block's
+    first dilated conv at the previous stage's dilation in the first block, the stage's
+    elsewhere, 1x1 convs at 1)."""
+    first = fit.first
+    positions = _dilated(first)
+    evidence = [b.layers[_dilated(b)[0]].attrs["dilation"] for b in fit.blocks[1:] if _dilated(b)]
+    evidence += [first.layers[i].attrs["dilation"] for i in positions[1:]]
+    fit.dilation = (
+        evidence[0]
+        if evidence
+        else (first.layers[positions[0]].attrs["dilation"] if positions else previous)
+    )
+    count = len(first.layers)
+    written: list[int | None] = [None] * count
+    for i in range(count):
+        if first.layers[i].kind != "conv":
+            continue
+        found = {b.layers[i].attrs["dilation"] for b in fit.blocks if len(b.layers) == count}
+        ruled = all(
+            b.layers[i].attrs["dilation"]
+            == _implied(b, i, fit.dilation, previous if j == 0 else fit.dilation)
+            for j, b in enumerate(fit.blocks)
+            if len(b.layers) == count
+        )
+        if not ruled:
+            written[i] = found.pop() if len(found) == 1 else first.layers[i].attrs["dilation"]
+    fit.dilations = written
+
+
+def _implied(block: FoundBlock, position: int, dilation: int, first_dilation: int) -> int:
+    """The dilation the language gives the conv at `position` when the block type is silent."""
+    dilated = _dilated(block)
+    if position not in dilated:
+        return 1
+    return first_dilation if position == dilated[0] else dilation
 
 
 def _named_stages(blocks: list[FoundBlock]) -> list[tuple[str | None, list[FoundBlock]]] | None:
@@ -95,7 +151,7 @@ def _shaped_stages(blocks: list[FoundBlock]) -> list[tuple[str | None, list[Foun
     for block in blocks:
         starts = (
             not groups
-            or block.stride > 1
+            or max(block.excess) > 1
             or block.in_shape[0] != block.out_shape[0]
             or _signature(block) != _signature(groups[-1][1][-1])
         )
@@ -198,7 +254,11 @@ def _own_type(fit: StageFit, origin: str) -> tuple[Any, int, dict[str, Any] | No
     for i, layer in enumerate(layers):
         named = names[i] or (f"{layer.kind}{i + 1}" if i in (strided, point) else None)
         names[i] = named
-        written.append(_layer_entry(layer, named, width, stride_taken=i == strided, origin=origin))
+        dilation = (fit.dilations or [None] * len(layers))[i]
+        factor = fit.stride if i == strided and sample is fit.first else 1
+        written.append(
+            _layer_entry(layer, named, width, stride_over=factor, origin=origin, dilation=dilation)
+        )
     own: dict[str, Any] = {"description": f"Written by resgraph import from {origin}."}
     if strided is not None:
         own["stride_on"] = names[strided]
@@ -208,17 +268,23 @@ def _own_type(fit: StageFit, origin: str) -> tuple[Any, int, dict[str, Any] | No
     return "", width, own
 
 
-def _strided_position(fit: StageFit) -> int | None:
-    """Where a downsampling block of the stage has its one strided layer, if it has one."""
-    for block in fit.blocks:
-        if block.stride > 1:
-            strided = [
-                i
-                for i, layer in enumerate(block.layers)
-                if layer.kind in STRIDED and layer.stride > 1
-            ]
-            return strided[0] if len(strided) == 1 else None
-    return None
+def _stage_stride(fit: StageFit) -> tuple[int | None, int]:
+    """(position of the layer that takes the stage's stride, the stride): where the first
+    block's stride exceeds a later block's at the same layer, else where the first block
+    strides beyond a layer's default; (None, 1) when it does not downsample."""
+    first = fit.first
+    later = next((b for b in fit.blocks[1:] if len(b.layers) == len(first.layers)), None)
+    if later is not None:
+        ratios = [
+            a.stride // b.stride if a.stride % b.stride == 0 else 1
+            for a, b in zip(first.layers, later.layers, strict=True)
+        ]
+    else:
+        ratios = first.excess
+    strided = [i for i, ratio in enumerate(ratios) if ratio > 1]
+    if len(strided) != 1:
+        return None, 1
+    return strided[0], ratios[strided[0]]
 
 
 def _block_names(layers: list[Layer]) -> list[str | None]:
@@ -255,15 +321,40 @@ def _size(value: int, width: int) -> int | str:
 
 
 def _layer_entry(
-    layer: Layer, name: str | None, width: int, *, stride_taken: bool, origin: str
+    layer: Layer,
+    name: str | None,
+    width: int,
+    *,
+    stride_over: int,
+    origin: str,
+    dilation: int | None = None,
 ) -> Any:
-    """One layer of a block type: sizes over `width`, the block's stride left to stride_on."""
+    """One layer of a block type: sizes over `width`, its stride divided by the block's
+    (`stride_over`, on the stride_on layer), its dilation left to the block's unless
+    `dilation` says otherwise."""
     settings = layer_settings(layer, origin)
+    if stride_over > 1:
+        own = layer.stride // stride_over
+        default = layer.attrs["kernel"] if layer.kind in ("maxpool", "avgpool") else 1
+        settings.pop("stride", None)
+        if own != default:
+            settings = _insert_after(settings, "kernel", "stride", own)
+    if layer.kind == "conv":
+        settings.pop("dilation", None)
+        if dilation is not None:
+            settings["dilation"] = dilation
     if layer.kind == "conv":
         settings["out"] = _size(layer.attrs["out"], width)
-    if stride_taken:
-        settings.pop("stride", None)
     return entry(layer.kind, settings, name)
+
+
+def _insert_after(settings: dict[str, Any], after: str, key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in settings.items():
+        out[k] = v
+        if k == after:
+            out[key] = value
+    return out
 
 
 def layer_settings(layer: Layer, origin: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from resgraph.importer.fit import StageFit, plain_units, stages
 from resgraph.importer.layers import lower
 from resgraph.importer.source import ImportFailure, SourceGraph
 from resgraph.importer.spec_writer import spec_data, to_yaml
-from resgraph.importer.structure import find
+from resgraph.importer.structure import Found, find, lead_length
 from resgraph.importer.verify import align, state_dict
 from resgraph.ir import Network
 
@@ -27,10 +27,25 @@ class Imported:
 
 def import_graph(graph: SourceGraph, name: str) -> Imported:
     """The spec that is the source's graph: library block types where they fit exactly."""
+    layers = lower(graph)
+    try:
+        return _attempt(graph, name, find(layers, graph.origin, plain_units()))
+    except ImportFailure as failure:
+        first = failure  # where the first block begins is the one guess: try the others
+    for count in range(lead_length(layers) + 1):
+        try:
+            return _attempt(graph, name, find(layers, graph.origin, plain_units(), count))
+        except ImportFailure:
+            continue
+    raise first
+
+
+def _attempt(graph: SourceGraph, name: str, found: Found) -> Imported:
+    """Fit stages to `found`, trying each stage's candidates until the compiled spec is the
+    source's graph."""
     from resgraph import api
 
     origin = graph.origin
-    found = find(lower(graph), origin, plain_units())
     fits = stages(found, origin)
     counts = [len(fit.blocks) for fit in fits]
     while True:

@@ -134,7 +134,8 @@ def _squeeze_excite(
     sizes: dict[str, Shape],
     origin: str,
 ) -> Layer:
-    """x * sigmoid(conv(relu(conv(mean(x))))), with 1x1 biased convs: one se layer."""
+    """x * sigmoid(conv(relu(conv(mean(x))))), with 1x1 convs: one se layer (a conv without
+    a bias, as an exporter writes a zero one, is one with a zero bias)."""
     for x, gate in (mul.inputs, mul.inputs[::-1]):
         chain = _chain_back(gate, ops, ("sigmoid", "conv", "relu", "conv", "global_avgpool"))
         if chain is None or chain[-1].inputs[0] != x:

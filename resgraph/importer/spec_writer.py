@@ -41,10 +41,14 @@ def spec_data(
         spec["block_types"] = types
     spec["block"] = uses[0]
     spec["stages"] = []
+    previous = 1
     for i, (fit, use, policy) in enumerate(zip(fits, uses, policies, strict=True)):
         stage: dict[str, Any] = {"blocks": len(fit.blocks), "width": fit.candidates[fit.choice][1]}
         if fit.stride != 1:
             stage["stride"] = fit.stride
+        if fit.dilation != previous:  # a stage's dilation is the previous one's unless set
+            stage["dilation"] = fit.dilation
+        previous = fit.dilation
         if fit.name and fit.name != f"layer{i + 1}":
             stage["name"] = fit.name
         if use != uses[0]:

@@ -19,6 +19,7 @@ from resgraph.importer.source import INPUT, ImportFailure
 
 STRIDED = ("conv", "maxpool", "avgpool")
 HEAD = ("global_avgpool", "flatten", "linear")
+MAX_STEM = 64  # stems tried before a plain network's repeating unit is given up on
 
 
 @dataclass
@@ -49,6 +50,21 @@ class FoundBlock:
         return stride
 
     @property
+    def excess(self) -> list[int]:
+        """Per layer, its stride over the one it has by default (1 for a conv, the window for
+        a pool): what a block's own stride may have multiplied."""
+        out = []
+        for layer in self.layers:
+            if layer.kind == "conv":
+                out.append(layer.stride)
+            elif layer.kind in ("maxpool", "avgpool"):
+                kernel = layer.attrs["kernel"]
+                out.append(layer.stride // kernel if layer.stride % kernel == 0 else 1)
+            else:
+                out.append(1)
+        return out
+
+    @property
     def shortcut_kind(self) -> str:
         if self.add is None:
             return "none"
@@ -68,9 +84,14 @@ class Found:
 
 
 def find(
-    layers: list[Layer], origin: str, plain_units: Sequence[Sequence[tuple[str, int]]]
+    layers: list[Layer],
+    origin: str,
+    plain_units: Sequence[Sequence[tuple[str, int]]],
+    first_pre: int | None = None,
 ) -> Found:
-    """The network's parts; `plain_units` are the (kind, kernel) lists of plain block types."""
+    """The network's parts; `plain_units` are the (kind, kernel) lists of plain block types.
+    `first_pre` overrides how many layers before the first block's shortcut are its own
+    (which a single block whose projection reads inside it cannot tell)."""
     if [layer.kind for layer in layers[-3:]] != list(HEAD):
         tail = ", ".join(layer.kind for layer in layers[-3:])
         raise ImportFailure(
@@ -80,7 +101,7 @@ def find(
     body, (pool, flatten, classifier) = layers[:-3], layers[-3:]
     adds = [i for i, layer in enumerate(body) if layer.kind == "add"]
     if adds:
-        stem, blocks, head_layers = _residual(body, adds, origin)
+        stem, blocks, head_layers = _residual(body, adds, origin, first_pre)
     else:
         stem, blocks, head_layers = _plain(body, origin, plain_units)
     return Found(stem, blocks, head_layers, pool, flatten, classifier)
@@ -108,7 +129,7 @@ def _cut_points(body: list[Layer]) -> list[int]:
 
 
 def _residual(
-    body: list[Layer], adds: list[int], origin: str
+    body: list[Layer], adds: list[int], origin: str, first_pre: int | None = None
 ) -> tuple[list[Layer], list[FoundBlock], list[Layer]]:
     cuts = _cut_points(body)
     cut_set = set(cuts)
@@ -127,40 +148,63 @@ def _residual(
         first, second = chains
         branch, shortcut = (first, second) if len(first) >= len(second) else (second, first)
         parts.append((d, branch, shortcut, a))
-    # the trunk between consecutive adds: post-add layers of one, pre layers of the next
+    # the trunk between consecutive adds: post-add layers of one, pre layers of the next.
+    # An identity shortcut reads its block's input, so such a block has no pre layers.
     between = []
     for k in range(1, len(parts)):
         start, d = parts[k - 1][3], parts[k][0]
         between.append(_trunk(body, start + 1, d + 1, cut_set, origin))
-    post_count = min((len(t) for t in between), default=None)
+    identity = [len(t) for t, part in zip(between, parts[1:], strict=True) if not part[2]]
+    post_count = min(identity or [len(t) for t in between] or [0])
     last_add = parts[-1][3]
     tail = _trunk(body, last_add + 1, len(body), cut_set, origin)
-    if post_count is None:
+    if not between:
         post_count = len(tail)
-    pres = [t[post_count:] for t in between]
-    first_pre = _first_pre(parts, pres)
+    pres = [t[post_count:] if part[2] else [] for t, part in zip(between, parts[1:], strict=True)]
+    posts = [t[: len(t) - len(pre)] for t, pre in zip(between, pres, strict=True)]
+    posts.append(tail[:post_count])
     lead = _trunk(body, 0, parts[0][0] + 1, cut_set, origin)
+    if first_pre is None:
+        first_pre = _first_pre(parts, pres, posts, lead)
     if len(lead) < first_pre:
         first_pre = 0
     stem = lead[: len(lead) - first_pre]
     pres.insert(0, lead[len(lead) - first_pre :])
-    posts = [t[:post_count] for t in between] + [tail[:post_count]]
     blocks = []
     in_shape = stem[-1].shape if stem else body[0].in_shape
     for (_, branch, shortcut, a), pre, post in zip(parts, pres, posts, strict=True):
         block = FoundBlock(pre, branch, shortcut, body[a], post, in_shape)
         blocks.append(block)
         in_shape = block.out_shape
-    return stem, blocks, tail[post_count:]
+    return stem, blocks, tail[len(posts[-1]) :]
+
+
+def lead_length(layers: list[Layer]) -> int:
+    """How many layers come before the first add's divergence point (stem candidates)."""
+    body = layers[: -len(HEAD)]
+    adds = [i for i, layer in enumerate(body) if layer.kind == "add"]
+    if not adds:
+        return 0
+    return max(c for c in _cut_points(body) if c < adds[0]) + 1
 
 
 def _first_pre(
-    parts: list[tuple[int, list[Layer], list[Layer], int]], pres: list[list[Layer]]
+    parts: list[tuple[int, list[Layer], list[Layer], int]],
+    pres: list[list[Layer]],
+    posts: list[list[Layer]],
+    lead: list[Layer],
 ) -> int:
     """How many layers before the first block's divergence belong to it, not to the stem:
-    as many as the next block whose shortcut also reads a point inside it."""
+    as many as make its layers the second block's (a pre-activation unit's BN and ReLU),
+    else as many as the next block whose shortcut also reads a point inside it."""
     if not parts[0][2]:
-        return 0
+        return 0  # an identity shortcut reads the block's input: nothing before it
+    if len(parts) > 1:
+        second = [x.kind for x in pres[0] + parts[1][1]] + ["add"] + [x.kind for x in posts[1]]
+        tail = [x.kind for x in parts[0][1]] + ["add"] + [x.kind for x in posts[0]]
+        for count in range(min(len(lead), len(second)) + 1):
+            if [x.kind for x in lead[len(lead) - count :]] + tail == second:
+                return count
     for (_, _, shortcut, _), pre in zip(parts[1:], pres, strict=True):
         if shortcut:
             return len(pre)
@@ -210,15 +254,30 @@ def _plain(
                 and len(rest) % size == 0
                 and all(list(rest[i : i + size]) == list(unit) for i in range(0, len(rest), size))
             ):
-                stem = body[:start]
-                blocks = []
-                in_shape = stem[-1].shape if stem else body[0].in_shape
-                for i in range(start, len(body), size):
-                    block = FoundBlock([], body[i : i + size], [], None, [], in_shape)
-                    blocks.append(block)
-                    in_shape = block.out_shape
-                return stem, blocks, []
-    raise ImportFailure(
-        f"{origin}: a network without residual adds must repeat one of resgraph's plain "
-        "blocks (conv-bn-relu twice, or the 1x1-3x3-1x1 bottleneck) after its stem"
-    )
+                return _cut(body, start, size)
+    return _repeats(body)
+
+
+def _repeats(body: list[Layer]) -> tuple[list[Layer], list[FoundBlock], list[Layer]]:
+    """No library plain block fits: the shortest stem after which one unit of layers
+    repeats to the end (one block of the last layer at worst)."""
+    signature = [(layer.kind, tuple(sorted(layer.attrs.items()))) for layer in body]
+    for start in range(min(len(body), MAX_STEM)):
+        rest = signature[start:]
+        for size in range(1, len(rest) // 2 + 1):
+            if len(rest) % size == 0 and rest == rest[:size] * (len(rest) // size):
+                return _cut(body, start, size)
+    return _cut(body, len(body) - 1, 1)
+
+
+def _cut(
+    body: list[Layer], start: int, size: int
+) -> tuple[list[Layer], list[FoundBlock], list[Layer]]:
+    stem = body[:start]
+    blocks = []
+    in_shape = stem[-1].shape if stem else body[0].in_shape
+    for i in range(start, len(body), size):
+        block = FoundBlock([], body[i : i + size], [], None, [], in_shape)
+        blocks.append(block)
+        in_shape = block.out_shape
+    return stem, blocks, []

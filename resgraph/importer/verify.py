@@ -103,13 +103,12 @@ def state_dict(pairs: Pairs) -> dict[str, np.ndarray]:
 
 def _layer_weights(layer: Layer) -> dict[str, Any]:
     if layer.kind == "se":
-        fc1, fc2 = layer.extra["fc1"].weights, layer.extra["fc2"].weights
-        return {
-            "fc1.weight": fc1["weight"],
-            "fc1.bias": fc1["bias"],
-            "fc2.weight": fc2["weight"],
-            "fc2.bias": fc2["bias"],
-        }
+        out = {}
+        for fc in ("fc1", "fc2"):
+            weights = layer.extra[fc].weights
+            out[f"{fc}.weight"] = weights["weight"]
+            out[f"{fc}.bias"] = weights.get("bias", np.zeros(weights["weight"].shape[0]))
+        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
     weights = dict(layer.sources[-1].weights)
     if layer.kind == "bn":
         weights["num_batches_tracked"] = np.zeros((), np.int64)
