@@ -256,8 +256,23 @@ def _own_type(fit: StageFit, origin: str) -> tuple[Any, int, dict[str, Any] | No
         names[i] = named
         dilation = (fit.dilations or [None] * len(layers))[i]
         factor = fit.stride if i == strided and sample is fit.first else 1
+        sizes: dict[str, int | str] = {}
+        if layer.kind == "conv":
+            alike = [b for b in fit.blocks if len(b.layers) == len(layers)]
+            ins = [b.in_shape[0] for b in alike]
+            for key in ("out", "groups"):
+                values = [b.layers[i].attrs[key] for b in alike]
+                sizes[key] = 1 if set(values) == {1} else _size(values, width, ins)
         written.append(
-            _layer_entry(layer, named, width, stride_over=factor, origin=origin, dilation=dilation)
+            _layer_entry(
+                layer,
+                named,
+                width,
+                stride_over=factor,
+                origin=origin,
+                dilation=dilation,
+                sizes=sizes,
+            )
         )
     own: dict[str, Any] = {"description": f"Written by resgraph import from {origin}."}
     if strided is not None:
@@ -309,15 +324,21 @@ def _valid(name: str | None) -> bool:
     return bool(name) and bool(NAME.match(name or "")) and not keyword.iskeyword(name or "")
 
 
-def _size(value: int, width: int) -> int | str:
-    """`value` as an expression over `width` where it is a multiple or a fraction of it."""
-    if value == width:
-        return "width"
-    if width and value % width == 0:
-        return f"width * {value // width}"
-    if value and width % value == 0:
-        return f"width // {width // value}"
-    return value
+def _size(values: list[int], width: int, ins: list[int]) -> int | str:
+    """An expression that gives each block's value: over `width` (the stage's), over the
+    block's `in_channels`, or a number."""
+    for name, bases in (("width", [width] * len(values)), ("in_channels", ins)):
+        if all(v == b for v, b in zip(values, bases, strict=True)):
+            return name
+        if all(b and v % b == 0 for v, b in zip(values, bases, strict=True)):
+            ratios = {v // b for v, b in zip(values, bases, strict=True)}
+            if len(ratios) == 1:
+                return f"{name} * {ratios.pop()}"
+        if all(v and b % v == 0 for v, b in zip(values, bases, strict=True)):
+            ratios = {b // v for v, b in zip(values, bases, strict=True)}
+            if len(ratios) == 1:
+                return f"{name} // {ratios.pop()}"
+    return values[0]
 
 
 def _layer_entry(
@@ -328,11 +349,15 @@ def _layer_entry(
     stride_over: int,
     origin: str,
     dilation: int | None = None,
+    sizes: dict[str, int | str] | None = None,
 ) -> Any:
     """One layer of a block type: sizes over `width`, its stride divided by the block's
     (`stride_over`, on the stride_on layer), its dilation left to the block's unless
     `dilation` says otherwise."""
     settings = layer_settings(layer, origin)
+    sizes = sizes or {}
+    if "groups" in sizes:
+        settings.pop("groups", None)
     if stride_over > 1:
         own = layer.stride // stride_over
         default = layer.attrs["kernel"] if layer.kind in ("maxpool", "avgpool") else 1
@@ -344,7 +369,14 @@ def _layer_entry(
         if dilation is not None:
             settings["dilation"] = dilation
     if layer.kind == "conv":
-        settings["out"] = _size(layer.attrs["out"], width)
+        settings["out"] = sizes.get("out", layer.attrs["out"])
+        if "groups" in sizes and sizes["groups"] != 1:
+            settings = _insert_after(
+                settings,
+                "padding" if "padding" in settings else "kernel",
+                "groups",
+                sizes["groups"],
+            )
     return entry(layer.kind, settings, name)
 
 

@@ -68,7 +68,9 @@ def _policies(fits: list[StageFit], origin: str) -> list[Any]:
     common = next((p for fit, p in known if fit.stride > 1), known[0][1] if known else "B")
     policies = []
     for fit, policy in zip(fits, evidence, strict=True):
-        if policy is None or (fit.stride == 1 and _layout(policy) == _layout(common)):
+        if policy is None:  # identity blocks alone: A and B explain them, C does not
+            policy = common if _layout(common)[0] in ("A", "B") else "B"
+        elif fit.stride == 1 and _layout(policy) == _layout(common):
             policy = common
         policies.append(policy)
     return policies

@@ -145,8 +145,7 @@ def _residual(
                 f"{origin}: {body[stray[0]].describe()}: a branch that is not a residual "
                 "block (resgraph's blocks join one branch and one shortcut at an add)"
             )
-        first, second = chains
-        branch, shortcut = (first, second) if len(first) >= len(second) else (second, first)
+        branch, shortcut = _branch_and_shortcut(*chains)
         parts.append((d, branch, shortcut, a))
     # the trunk between consecutive adds: post-add layers of one, pre layers of the next.
     # An identity shortcut reads its block's input, so such a block has no pre layers.
@@ -186,6 +185,24 @@ def lead_length(layers: list[Layer]) -> int:
     if not adds:
         return 0
     return max(c for c in _cut_points(body) if c < adds[0]) + 1
+
+
+SHORTCUT_NAMES = ("downsample", "shortcut", "branch1", "proj", "skip")  # as libraries name them
+
+
+def _branch_and_shortcut(
+    first: list[Layer], second: list[Layer]
+) -> tuple[list[Layer], list[Layer]]:
+    """Which chain into an add is the shortcut: the identity, a zero padding, the one the
+    source names as one (torchvision's downsample, Caffe's branch1), else the shorter (the
+    add's second input when they are as long)."""
+
+    def score(chain: list[Layer]) -> tuple[int, int, int, int]:
+        padding = [x.kind for x in chain] == ["zero_pad"]  # a branch never holds one
+        named = any(any(n in (x.module or "") for n in SHORTCUT_NAMES) for x in chain)
+        return (int(padding), int(not chain), int(named), -len(chain))
+
+    return (second, first) if score(first) > score(second) else (first, second)
 
 
 def _first_pre(
