@@ -157,3 +157,9 @@ def test_torch_onnx_export_imports_with_bn_folded_or_not(
         got = rebuilt(torch.from_numpy(x)).numpy()
     expected = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_docs_prototxt_is_the_test_helpers() -> None:
+    """docs/import.md imports this file: it is the deploy form the tests check."""
+    shipped = Path(__file__).resolve().parents[1] / "docs/import/ResNet-50-deploy.prototxt"
+    assert shipped.read_text() == resnet_deploy_prototxt(50)

@@ -87,12 +87,15 @@ def cmd_import(args: argparse.Namespace) -> int:
             if not NAME.match(args.name):
                 raise ImportFailure(f"--name {args.name!r}: letters, digits and _, at most 64")
         imported = import_graph(graph, args.name or default_name(args.source))
-        note = ""
+        checked = ""
         if args.weights_out:
-            from resgraph.importer.check import check_function
+            from resgraph.importer.check import TOLERANCE, check_function
 
-            difference = check_function(imported, graph)
-            note = f"; its module computes the source's function (difference {difference:.1g})"
+            check_function(imported, graph)
+            checked = (
+                "; with these weights its module computes the source's function "
+                f"(within {TOLERANCE:g})"
+            )
     except ImportFailure as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -103,7 +106,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(
         f"{args.source}: {network.name}, {len(network.stages)} stages, "
         f"{len(network.blocks)} blocks, {network.params:,} parameters, "
-        f"{network.macs:,} MACs{note}",
+        f"{network.macs:,} MACs{checked}",
         file=sys.stderr,
     )
     return 0
