@@ -297,7 +297,8 @@ def _stage_stride(fit: StageFit) -> tuple[int | None, int]:
     else:
         ratios = first.excess
     strided = [i for i, ratio in enumerate(ratios) if ratio > 1]
-    if len(strided) != 1:
+    branch = len(first.pre) + len(first.branch)  # stride_on names a layer before the add
+    if len(strided) != 1 or (first.add is not None and strided[0] >= branch):
         return None, 1
     return strided[0], ratios[strided[0]]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +28,23 @@ class Imported:
 
 def import_graph(graph: SourceGraph, name: str) -> Imported:
     """The spec that is the source's graph: library block types where they fit exactly."""
-    layers = lower(graph)
-    try:
-        return _attempt(graph, name, find(layers, graph.origin, plain_units()))
-    except ImportFailure as failure:
-        first = failure  # where the first block begins is the one guess: try the others
-    for count in range(lead_length(layers) + 1):
-        try:
-            return _attempt(graph, name, find(layers, graph.origin, plain_units(), count))
-        except ImportFailure:
-            continue
+    first: ImportFailure | None = None
+    for source in (graph, _unnamed(graph)):  # the source's names may clash: then none
+        layers = lower(source)
+        tries: list[int | None] = [None, *range(lead_length(layers) + 1)]
+        for count in tries:  # where the first block begins is the one guess: try each
+            try:
+                return _attempt(source, name, find(layers, source.origin, plain_units(), count))
+            except ImportFailure as failure:
+                first = first or failure
+    assert first is not None
     raise first
+
+
+def _unnamed(graph: SourceGraph) -> SourceGraph:
+    """The graph without the source's module names (the spec then names layers itself)."""
+    ops = [dataclasses.replace(op, module=None) for op in graph.ops]
+    return dataclasses.replace(graph, ops=ops)
 
 
 def _attempt(graph: SourceGraph, name: str, found: Found) -> Imported:

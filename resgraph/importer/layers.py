@@ -2,8 +2,8 @@
 
 Most source ops are one layer. A squeeze-and-excitation gate (mean, 1x1 conv, relu, 1x1
 conv, sigmoid, product) is one `se` layer; option A's subsampling and channel padding are
-one `zero_pad` layer; an average pool whose window covers the whole map (Caffe's pool5) is a
-`global_avgpool`.
+one `zero_pad` layer; an average pool before the flatten whose window covers the whole map
+(Caffe's pool5) is a `global_avgpool`.
 """
 
 from __future__ import annotations
@@ -65,11 +65,12 @@ def lower(graph: SourceGraph) -> list[Layer]:
             if layer.key == op.name:
                 layers.append(layer)
             continue
-        layers.append(_single(op, sizes, graph.origin))
+        head = [reader.kind for reader in readers[op.name]] == ["flatten"]
+        layers.append(_single(op, sizes, graph.origin, head))
     return layers
 
 
-def _single(op: SourceOp, sizes: dict[str, Shape], origin: str) -> Layer:
+def _single(op: SourceOp, sizes: dict[str, Shape], origin: str, head: bool) -> Layer:
     a = op.attrs
     if op.kind == "subsample":
         return _layer(
@@ -88,7 +89,7 @@ def _single(op: SourceOp, sizes: dict[str, Shape], origin: str) -> Layer:
             f"{origin}: {op.describe()}: resgraph has no op for a {op.kind} outside a "
             "squeeze-and-excitation gate"
         )
-    if op.kind == "avgpool" and _covers_map(a, sizes[op.inputs[0]], sizes[op.name]):
+    if op.kind == "avgpool" and _covers_map(a, sizes[op.inputs[0]], sizes[op.name]) and head:
         return _layer(op, "global_avgpool", {}, op.inputs, (op,), sizes)
     return _layer(op, op.kind, dict(a), op.inputs, (op,), sizes)
 

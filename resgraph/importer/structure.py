@@ -154,14 +154,28 @@ def _residual(
         start, d = parts[k - 1][3], parts[k][0]
         between.append(_trunk(body, start + 1, d + 1, cut_set, origin))
     identity = [len(t) for t, part in zip(between, parts[1:], strict=True) if not part[2]]
-    post_count = min(identity or [len(t) for t in between] or [0])
     last_add = parts[-1][3]
     tail = _trunk(body, last_add + 1, len(body), cut_set, origin)
-    if not between:
-        post_count = len(tail)
-    pres = [t[post_count:] if part[2] else [] for t, part in zip(between, parts[1:], strict=True)]
-    posts = [t[: len(t) - len(pre)] for t, pre in zip(between, pres, strict=True)]
-    posts.append(tail[:post_count])
+    if between:
+        first_guess = min(identity or [len(t) for t in between])
+        guesses = [first_guess, *range(min(len(t) for t in between) + 1)]
+    else:
+        guesses = [len(tail)]
+    for post_count in dict.fromkeys(guesses):  # the first that gives every block one layout
+        pres = [
+            t[post_count:] if part[2] else [] for t, part in zip(between, parts[1:], strict=True)
+        ]
+        posts = [t[: len(t) - len(pre)] for t, pre in zip(between, pres, strict=True)]
+        posts.append(tail[:post_count])
+        if len({tuple(x.kind for x in post) for post in posts}) == 1:
+            break
+    else:
+        post_count = guesses[0]
+        pres = [
+            t[post_count:] if part[2] else [] for t, part in zip(between, parts[1:], strict=True)
+        ]
+        posts = [t[: len(t) - len(pre)] for t, pre in zip(between, pres, strict=True)]
+        posts.append(tail[:post_count])
     lead = _trunk(body, 0, parts[0][0] + 1, cut_set, origin)
     if first_pre is None:
         first_pre = _first_pre(parts, pres, posts, lead)
