@@ -16,6 +16,7 @@ import torch
 import yaml
 
 import resgraph
+from bench.reference_resnet import reference
 from resgraph.cli import main
 from resgraph.importer import ImportFailure, import_graph
 from resgraph.importer.source import run, shapes
@@ -25,6 +26,7 @@ from tests import torchvision_style
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = 64  # ImageNet specs are imported at 64x64: every layer still runs, 12x faster
+INPUT_KEYS = ("channels", "height", "width")
 
 
 def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -68,9 +70,7 @@ FUNCTION_CHECKED = {
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_module_imports_to_its_own_graph(name: str) -> None:
     shape = small(name)
-    original = resgraph.compile(
-        name, {"input": dict(zip(("channels", "height", "width"), shape, strict=True))}
-    )
+    original = resgraph.compile(name, {"input": dict(zip(INPUT_KEYS, shape, strict=True))})
     module = randomize(original.to_module())
     imported = import_graph(read_module(module, shape, name), name)
     network = imported.network
@@ -104,6 +104,28 @@ TORCHVISION = {  # torchvision's documented parameters, DESIGN.md's MACs at 224x
     "resnet18": (11_689_512, 1_814_073_344, "basic"),
     "resnet50": (25_557_032, 4_089_184_256, {"type": "bottleneck", "stride_on": "conv2"}),
 }
+V1_5 = {"type": "bottleneck", "stride_on": "conv2"}
+LIBRARY_BLOCKS = {  # the library block each torchvision/timm-style network is
+    "resnet34": "basic",
+    "resnet101": V1_5,
+    "resnext50_32x4d": V1_5 | {"params": {"groups": 32, "base_width": 4}},
+    "wide_resnet50_2": V1_5 | {"params": {"base_width": 128}},
+    "resnet50d": V1_5,  # timm's: deep stem, avg_down projections, nn.Identity at stride 1
+}
+
+
+@pytest.mark.parametrize("arch", sorted(LIBRARY_BLOCKS))
+def test_reference_networks_import_to_library_blocks_and_their_own_counts(arch: str) -> None:
+    module = randomize(reference(arch, num_classes=10))
+    imported = import_graph(read_module(module, (3, 64, 64), arch), arch)
+    assert imported.spec["block"] == LIBRARY_BLOCKS[arch]
+    assert "block_types" not in imported.spec
+    assert imported.network.params == sum(p.numel() for p in module.parameters())
+    rebuilt = resgraph.compile(imported.text).to_module()
+    rebuilt.load_state_dict({k: torch.from_numpy(v) for k, v in imported.weights.items()})
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt.eval()(x), module(x), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))

@@ -14,7 +14,7 @@ import yaml
 import resgraph
 from resgraph.cli import main
 from tests.caffe_prototxt import resnet_deploy_prototxt
-from tests.test_import import randomize
+from tests.test_import import FUNCTION_CHECKED, INPUT_KEYS, randomize, small
 
 # DESIGN.md: the paper's Caffe models (stride in the first 1x1) and torchvision's parameter
 # counts; the ResNet-50 deploy net's conv1 has a bias (64 more parameters), 101/152's do not
@@ -58,29 +58,13 @@ def test_a_prototxt_has_no_weights_to_write(tmp_path: Path, capsys) -> None:
     assert not out.exists()
 
 
-def _small(name: str) -> dict:
-    shape = resgraph.compile(name).network.input.shape
-    side = min(shape[1], 64)
-    return {"input": {"channels": shape[0], "height": side, "width": side}}
-
-
 ROUND_TRIP = sorted(set(resgraph.registry.list_models()) - {"cifar_resnet1202"})
-# the function is compared for one spec per block type and shortcut kind; the graph for all
-FUNCTION_CHECKED = {
-    "cifar_plain20",
-    "cifar_preact_resnet110",
-    "cifar_resnet20",
-    "preact_resnet18",
-    "resnet50_d",
-    "resnext50_32x4d",
-    "se_resnet50",
-}
 
 
 def _module_and_weights(
     name: str, folder: Path
 ) -> tuple[resgraph.CompiledNetwork, torch.nn.Module, Path]:
-    compiled = resgraph.compile(name, _small(name))
+    compiled = resgraph.compile(name, {"input": dict(zip(INPUT_KEYS, small(name), strict=True))})
     module = randomize(compiled.to_module())
     weights = folder / "source.pt"
     torch.save(module.state_dict(), weights)
