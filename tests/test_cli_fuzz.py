@@ -245,7 +245,7 @@ def test_random_command_lines_exit_0_1_or_2(server: Server, world: Path, argv: l
 
 def test_the_fuzzer_reaches_every_subcommand() -> None:
     expected = {"validate", "summary", "graph", "compile", "diff", "sweep", "train"}
-    expected |= {"evaluate", "plot", "analyze", "schema", "list", "show"}
+    expected |= {"evaluate", "plot", "analyze", "schema", "list", "show", "import"}
     assert {words[0] for words in COMMANDS} == expected
     assert ("analyze", "responses") in COMMANDS
 
