@@ -1,6 +1,6 @@
 """Benchmark int8 ONNX: onnxruntime CPU latency of resgraph's int8 ResNet-50 in one run.
 
-resnet50_v1_5 with BN statistics away from identity (bench_onnx's `_trained_like`), its
+resnet50_v1_5 with BN statistics away from identity (bench_onnx's `trained_resnet50`), its
 state_dict saved once and given to every exporter, batch 8 at 224x224:
 
 - int8: `resgraph compile --target onnx --int8`, calibrated on 64 digits training images
@@ -34,11 +34,15 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
-from bench.bench_onnx import _median_ci, _rounds, _session, _torch_export, _trained_like  # noqa: E402
+from bench.bench_onnx import (  # noqa: E402
+    _median_ci,
+    _rounds,
+    _session,
+    _torch_export,
+    trained_resnet50,
+)
 from resgraph.backends.onnx_export import compile_onnx  # noqa: E402
 from resgraph.backends.onnx_int8 import compile_int8  # noqa: E402
-from resgraph.backends.pytorch import build_module  # noqa: E402
-from resgraph.pipeline import compile_spec  # noqa: E402
 from resgraph.train.calibration import read_calibration  # noqa: E402
 
 BATCH = 8
@@ -73,12 +77,7 @@ def _verdict(median: float, low: float, high: float) -> tuple[str, bool]:
 
 def bench_int8(folder: Path, rounds: int, threads: int) -> int:
     """Latency ratios of the int8 graph; the number of targets missed."""
-    compiled = compile_spec(REPO / "specs" / "resnet50_v1_5.yaml")
-    torch.manual_seed(0)
-    model = build_module(compiled).eval()
-    _trained_like(model)
-    weights = folder / "resnet50_v1_5.pt"
-    torch.save(model.state_dict(), weights)
+    compiled, model, weights = trained_resnet50(folder)
     paths = {
         INT8: folder / "int8.onnx",
         SYMMETRIC: folder / "int8_symmetric.onnx",

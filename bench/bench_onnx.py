@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: python bench/bench_onnx.py
@@ -47,6 +48,18 @@ TORCH = "torch.onnx.export"
 CONTROL = "torch.onnx.export (2nd session)"
 RESGRAPH = "resgraph"
 FOLDED = "resgraph --fold-bn"
+
+
+def trained_resnet50(folder: Path) -> tuple[Any, torch.nn.Module, Path]:
+    """resnet50_v1_5 compiled, its module in eval mode with trained-like BN, and those
+    weights saved in `folder`: the network every latency ratio is measured on."""
+    compiled = compile_spec(REPO / "specs" / "resnet50_v1_5.yaml")
+    torch.manual_seed(0)
+    model = build_module(compiled).eval()
+    _trained_like(model)
+    weights = folder / "resnet50_v1_5.pt"
+    torch.save(model.state_dict(), weights)
+    return compiled, model, weights
 
 
 def _trained_like(model: torch.nn.Module) -> None:
@@ -148,12 +161,7 @@ def _latency_verdict(median: float, low: float) -> tuple[str, bool]:
 
 def bench_latency(folder: Path, batch: int, rounds: int, threads: int) -> int:
     """Latency of resgraph's graphs against torch's export of the generated module; misses."""
-    compiled = compile_spec(REPO / "specs" / "resnet50_v1_5.yaml")
-    torch.manual_seed(0)
-    model = build_module(compiled).eval()
-    _trained_like(model)
-    weights = folder / "resnet50_v1_5.pt"
-    torch.save(model.state_dict(), weights)
+    compiled, model, weights = trained_resnet50(folder)
     paths = {
         RESGRAPH: folder / "resgraph.onnx",
         FOLDED: folder / "resgraph_fold_bn.onnx",

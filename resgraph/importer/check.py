@@ -16,10 +16,8 @@ def function_difference(imported: Imported, graph: SourceGraph, seed: int = 0) -
     outputs' size (absolute where they are small)."""
     import torch
 
-    from resgraph import api
-
     weights = imported.weights or {}
-    module = api.compile(imported.text).to_module()
+    module = imported.compiled.to_module()
     try:
         module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
     except RuntimeError as exc:

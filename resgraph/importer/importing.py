@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,15 +15,22 @@ from resgraph.importer.source import ImportFailure, SourceGraph
 from resgraph.importer.spec_writer import spec_data, to_yaml
 from resgraph.importer.structure import Found, find, lead_length
 from resgraph.importer.verify import align, state_dict
-from resgraph.ir import Network
+
+if TYPE_CHECKING:
+    from resgraph.api import CompiledNetwork
+    from resgraph.ir import Network
 
 
 @dataclass
 class Imported:
     spec: dict[str, Any]
     text: str  # the spec as YAML: what `resgraph import -o` writes
-    network: Network  # the text compiled: its nodes are the source's layers
+    compiled: CompiledNetwork  # the text compiled: its nodes are the source's layers
     weights: dict[str, np.ndarray] | None  # keyed as the generated module's state_dict
+
+    @property
+    def network(self) -> Network:
+        return self.compiled.network
 
 
 def import_graph(graph: SourceGraph, name: str) -> Imported:
@@ -59,12 +66,12 @@ def _attempt(graph: SourceGraph, name: str, found: Found) -> Imported:
         spec = spec_data(name, origin, found, fits, graph.input)
         text = to_yaml(spec)
         try:
-            network = api.compile(text).network
+            compiled = api.compile(text)
         except SpecError as exc:
             if not _to_own_types(fits):
                 raise ImportFailure(f"{origin}: resgraph cannot express it: {exc}") from None
             continue
-        pairs, bad, first = align(network, found, counts)
+        pairs, bad, first = align(compiled.network, found, counts)
         if not first:
             break
         if not bad or any(fits[s].choice == len(fits[s].candidates) - 1 for s in bad):
@@ -72,7 +79,7 @@ def _attempt(graph: SourceGraph, name: str, found: Found) -> Imported:
         for s in bad:
             fits[s].choice += 1
     weights = state_dict(pairs) if graph.has_weights else None
-    return Imported(spec, text, network, weights)
+    return Imported(spec, text, compiled, weights)
 
 
 def _to_own_types(fits: list[StageFit]) -> bool:
